@@ -1,0 +1,272 @@
+// Package proc keeps the agent's view of running processes: seeded from /proc at start,
+// kept current by exec and exit records from the kernel, and used to attribute every file
+// and network event to a process and a user.
+package proc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os/user"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/shirou/gopsutil/v4/process"
+)
+
+// Info is what the agent knows about one process.
+type Info struct {
+	PID, PPID uint32
+	UID, GID  uint32
+	User      string
+	Exe       string
+	Args      []string
+	Comm      string
+	Start     time.Time
+	CgroupID  uint64
+	ParentExe string
+	Truncated bool
+	// Exited is when the exit record arrived; zero while the process runs.
+	Exited time.Time
+}
+
+// Config bounds the table.
+type Config struct {
+	// MaxEntries bounds memory: past it, the oldest exited entries go first, then the oldest.
+	MaxEntries int
+	// ExitGrace keeps exited processes so late file records can still be attributed: the
+	// kernel delivers exec/exit and file records through different ring buffers, so an exit
+	// can be read before the writes that preceded it.
+	ExitGrace time.Duration
+}
+
+// Table is the process table. It is safe for concurrent use.
+type Table struct {
+	cfg   Config
+	log   *slog.Logger
+	users *Users
+
+	mu    sync.Mutex
+	procs map[uint32]*Info
+	// misses counts lookups that neither the table nor /proc could answer.
+	misses uint64
+	// evicted counts entries dropped to stay within MaxEntries.
+	evicted uint64
+}
+
+// New returns an empty table.
+func New(cfg Config, users *Users, log *slog.Logger) *Table {
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = 65536
+	}
+	if cfg.ExitGrace <= 0 {
+		cfg.ExitGrace = 30 * time.Second
+	}
+	return &Table{cfg: cfg, log: log, users: users, procs: make(map[uint32]*Info)}
+}
+
+// Seed fills the table from /proc so processes that started before the agent are known.
+func (t *Table) Seed(ctx context.Context) error {
+	ps, err := process.ProcessesWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("list processes: %w", err)
+	}
+	n := 0
+	for _, p := range ps {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		info, err := fromProc(ctx, p)
+		if err != nil {
+			continue // raced with exit, or a kernel thread with no exe
+		}
+		info.User = t.users.Name(info.UID)
+		t.mu.Lock()
+		if _, ok := t.procs[info.PID]; !ok {
+			t.procs[info.PID] = info
+			n++
+		}
+		t.mu.Unlock()
+	}
+	t.mu.Lock()
+	for _, info := range t.procs {
+		if parent, ok := t.procs[info.PPID]; ok && info.ParentExe == "" {
+			info.ParentExe = parent.Exe
+		}
+	}
+	t.evictLocked(time.Now())
+	t.mu.Unlock()
+	t.log.Info("process table seeded from /proc", "processes", n)
+	return nil
+}
+
+func fromProc(ctx context.Context, p *process.Process) (*Info, error) {
+	uids, err := p.UidsWithContext(ctx)
+	if err != nil || len(uids) == 0 {
+		return nil, fmt.Errorf("uids of %d: %w", p.Pid, err)
+	}
+	info := &Info{PID: uint32(p.Pid), UID: uint32(uids[0])}
+	if gids, err := p.GidsWithContext(ctx); err == nil && len(gids) > 0 {
+		info.GID = uint32(gids[0])
+	}
+	if ppid, err := p.PpidWithContext(ctx); err == nil {
+		info.PPID = uint32(ppid)
+	}
+	info.Exe, _ = p.ExeWithContext(ctx)
+	info.Args, _ = p.CmdlineSliceWithContext(ctx)
+	info.Comm, _ = p.NameWithContext(ctx)
+	if ms, err := p.CreateTimeWithContext(ctx); err == nil {
+		info.Start = time.UnixMilli(ms)
+	}
+	return info, nil
+}
+
+// Exec records a new program image in a process, replacing what was known of the pid.
+func (t *Table) Exec(info Info) {
+	info.User = t.users.Name(info.UID)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if parent, ok := t.procs[info.PPID]; ok {
+		info.ParentExe = parent.Exe
+	}
+	t.procs[info.PID] = &info
+	if len(t.procs) > t.cfg.MaxEntries {
+		t.evictLocked(time.Now())
+	}
+}
+
+// Exit marks a process gone; its entry stays for ExitGrace.
+func (t *Table) Exit(pid uint32, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.procs[pid]; ok {
+		p.Exited = at
+	}
+}
+
+// Lookup returns a copy of what is known of pid. A pid the table has never seen (a process
+// that forked but did not exec since the agent started) is read from /proc on demand.
+func (t *Table) Lookup(ctx context.Context, pid uint32) (Info, bool) {
+	t.mu.Lock()
+	if p, ok := t.procs[pid]; ok {
+		c := *p
+		t.mu.Unlock()
+		return c, true
+	}
+	t.mu.Unlock()
+
+	p, err := process.NewProcessWithContext(ctx, int32(pid))
+	if err != nil {
+		t.mu.Lock()
+		t.misses++
+		t.mu.Unlock()
+		return Info{PID: pid}, false
+	}
+	info, err := fromProc(ctx, p)
+	if err != nil {
+		t.mu.Lock()
+		t.misses++
+		t.mu.Unlock()
+		return Info{PID: pid}, false
+	}
+	info.User = t.users.Name(info.UID)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if parent, ok := t.procs[info.PPID]; ok {
+		info.ParentExe = parent.Exe
+	}
+	t.procs[pid] = info
+	if len(t.procs) > t.cfg.MaxEntries {
+		t.evictLocked(time.Now())
+	}
+	return *info, true
+}
+
+// Sweep drops exited processes older than the grace period. Call it periodically.
+func (t *Table) Sweep(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.evictLocked(now)
+}
+
+// evictLocked removes expired exited entries, then, if still over the bound, exited entries
+// regardless of age, then the oldest running ones: attribution degrades, memory does not grow.
+func (t *Table) evictLocked(now time.Time) {
+	for pid, p := range t.procs {
+		if !p.Exited.IsZero() && now.Sub(p.Exited) > t.cfg.ExitGrace {
+			delete(t.procs, pid)
+		}
+	}
+	if len(t.procs) <= t.cfg.MaxEntries {
+		return
+	}
+	for pid, p := range t.procs {
+		if len(t.procs) <= t.cfg.MaxEntries {
+			return
+		}
+		if !p.Exited.IsZero() {
+			delete(t.procs, pid)
+			t.evicted++
+		}
+	}
+	for len(t.procs) > t.cfg.MaxEntries {
+		var oldest uint32
+		var oldestStart time.Time
+		first := true
+		for pid, p := range t.procs {
+			if first || p.Start.Before(oldestStart) {
+				oldest, oldestStart, first = pid, p.Start, false
+			}
+		}
+		delete(t.procs, oldest)
+		t.evicted++
+	}
+}
+
+// Stats reports the table's size and losses, for the health event.
+func (t *Table) Stats() (entries int, misses, evicted uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.procs), t.misses, t.evicted
+}
+
+// Users resolves uids to names with a small cache, re-reading after a TTL so renamed and
+// newly created accounts show up without restarting the agent.
+type Users struct {
+	ttl   time.Duration
+	mu    sync.Mutex
+	cache map[uint32]userEntry
+}
+
+type userEntry struct {
+	name string
+	at   time.Time
+}
+
+// NewUsers returns a resolver whose answers are trusted for ttl.
+func NewUsers(ttl time.Duration) *Users {
+	return &Users{ttl: ttl, cache: make(map[uint32]userEntry)}
+}
+
+// Name returns the account name of uid, or "" when the uid has none on this host.
+func (u *Users) Name(uid uint32) string {
+	now := time.Now()
+	u.mu.Lock()
+	e, ok := u.cache[uid]
+	u.mu.Unlock()
+	if ok && now.Sub(e.at) < u.ttl {
+		return e.name
+	}
+	name := ""
+	if usr, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		name = usr.Username
+	}
+	u.mu.Lock()
+	if len(u.cache) > 4096 {
+		clear(u.cache)
+	}
+	u.cache[uid] = userEntry{name: name, at: now}
+	u.mu.Unlock()
+	return name
+}
