@@ -1,0 +1,108 @@
+// Package collector wires the collector together: the CA, the store, the agent-facing gRPC
+// listener and the local admin API.
+package collector
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the collector's configuration. Zero fields take the defaults of Defaults.
+type Config struct {
+	// Home is Ward's state root; the collector keeps its state in Home/collector.
+	Home string `yaml:"home"`
+	// Listen is the agent-facing gRPC/TLS address.
+	Listen string `yaml:"listen"`
+	// AdminSocket is the admin API's unix socket; default Home/collector/admin.sock.
+	AdminSocket string `yaml:"admin_socket"`
+	// ExtraSANs are added to the server certificate: the names and addresses agents dial.
+	ExtraSANs []string `yaml:"extra_sans"`
+	// TokenTTL is the default lifetime of enrolment tokens.
+	TokenTTL time.Duration `yaml:"token_ttl"`
+	// CertTTL is the lifetime of agent client certificates.
+	CertTTL time.Duration `yaml:"cert_ttl"`
+	// ServerCertTTL is the lifetime of the collector's own TLS certificate.
+	ServerCertTTL time.Duration `yaml:"server_cert_ttl"`
+	// MaxBatchEvents, MaxMessageBytes and MaxEventBytes bound one Export call.
+	MaxBatchEvents  int `yaml:"max_batch_events"`
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	MaxEventBytes   int `yaml:"max_event_bytes"`
+	// ShutdownTimeout is how long in-flight calls get to finish on shutdown.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	// Version is the build version, reported by the health endpoint; not configurable.
+	Version string `yaml:"-"`
+}
+
+// Defaults returns the default configuration for home.
+func Defaults(home string) Config {
+	return Config{
+		Home:            home,
+		Listen:          "127.0.0.1:7443",
+		TokenTTL:        time.Hour,
+		CertTTL:         30 * 24 * time.Hour,
+		ServerCertTTL:   90 * 24 * time.Hour,
+		MaxBatchEvents:  1000,
+		MaxMessageBytes: 4 << 20,
+		MaxEventBytes:   256 << 10,
+		ShutdownTimeout: 10 * time.Second,
+	}
+}
+
+// LoadFile overlays the YAML file at path onto cfg. Unknown keys are errors (a misspelt key
+// must not silently fall back to a default), and every error names the file.
+func LoadFile(path string, cfg Config) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate checks values that would otherwise fail late or obscurely.
+func (c Config) Validate() error {
+	switch {
+	case c.Home == "":
+		return errors.New("home: must be set")
+	case c.Listen == "":
+		return errors.New("listen: must be set")
+	case c.TokenTTL < 0 || c.CertTTL < 0 || c.ServerCertTTL < 0 || c.ShutdownTimeout < 0:
+		return errors.New("durations must not be negative")
+	case c.CertTTL > 0 && c.CertTTL < time.Hour:
+		return fmt.Errorf("cert_ttl: %s is too short for agents to renew in time (minimum 1h)", c.CertTTL)
+	case c.MaxBatchEvents < 0 || c.MaxMessageBytes < 0 || c.MaxEventBytes < 0:
+		return errors.New("limits must not be negative")
+	}
+	return nil
+}
+
+// StateDir is where the collector keeps its database and PKI.
+func (c Config) StateDir() string { return filepath.Join(c.Home, "collector") }
+
+// AdminSocketPath is the admin API socket, defaulted from Home.
+func (c Config) AdminSocketPath() string {
+	if c.AdminSocket != "" {
+		return c.AdminSocket
+	}
+	return DefaultAdminSocket(c.Home)
+}
+
+// DefaultAdminSocket is where wardctl looks for the socket given a home.
+func DefaultAdminSocket(home string) string {
+	return filepath.Join(home, "collector", "admin.sock")
+}

@@ -1,0 +1,105 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// migrations are applied in order; migrations[i] brings the schema to version i+1. Never edit
+// a migration that has shipped: append a new one.
+var migrations = []string{
+	// 1: agents, enrolment tokens, events.
+	`
+CREATE TABLE agents (
+	id          TEXT PRIMARY KEY,
+	hostname    TEXT NOT NULL DEFAULT '',
+	machine_id  TEXT NOT NULL DEFAULT '',
+	version     TEXT NOT NULL DEFAULT '',
+	enrolled_at INTEGER NOT NULL,            -- unix nanoseconds
+	last_seen   INTEGER,                     -- unix nanoseconds, NULL until the first call
+	revoked     INTEGER NOT NULL DEFAULT 0,
+	revoked_at  INTEGER
+);
+
+CREATE TABLE enroll_tokens (
+	hash       BLOB PRIMARY KEY,             -- SHA-256 of the token; the token itself is never stored
+	created_at INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL,
+	used_at    INTEGER,
+	used_by    TEXT REFERENCES agents(id)
+);
+
+CREATE TABLE events (
+	rowid       INTEGER PRIMARY KEY AUTOINCREMENT, -- AUTOINCREMENT: never reused, so cursors stay valid after deletes
+	event_id    TEXT NOT NULL,
+	agent_id    TEXT NOT NULL REFERENCES agents(id),
+	seq         INTEGER NOT NULL,
+	time        INTEGER NOT NULL,                  -- unix nanoseconds of the observed activity
+	received_at INTEGER NOT NULL,
+	kind        TEXT NOT NULL,                     -- process | file | finding | health
+	severity    INTEGER NOT NULL DEFAULT 0,        -- ward.v1.Severity number
+	data_class  INTEGER NOT NULL DEFAULT 0,        -- ward.v1.DataClass number
+	host        TEXT NOT NULL DEFAULT '',
+	path        TEXT NOT NULL DEFAULT '',
+	pid         INTEGER NOT NULL DEFAULT 0,
+	exe         TEXT NOT NULL DEFAULT '',
+	user        TEXT NOT NULL DEFAULT '',
+	payload     BLOB NOT NULL,                     -- the ward.v1.Event, protobuf wire format
+	UNIQUE (agent_id, seq)
+);
+`,
+	// 2: indexes for the admin API's filters.
+	`
+CREATE INDEX events_kind ON events(kind, rowid);
+CREATE INDEX events_time ON events(time);
+CREATE INDEX events_agent ON events(agent_id, rowid);
+`,
+}
+
+// migrate applies the migrations above the database's version, up to target, each in its own
+// transaction together with the version record, so a crash leaves a consistent version.
+func (s *Store) migrate(ctx context.Context, target int) error {
+	if target > len(migrations) {
+		return fmt.Errorf("target schema version %d is newer than this build knows (%d)", target, len(migrations))
+	}
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		applied_at INTEGER NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	current, err := s.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if current > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this build supports (%d); refusing to run an older collector on it", current, len(migrations))
+	}
+	for v := current + 1; v <= target; v++ {
+		err := s.write(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
+				return fmt.Errorf("apply migration %d: %w", v, err)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)`,
+				v, time.Now().UnixNano()); err != nil {
+				return fmt.Errorf("record migration %d: %w", v, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SchemaVersion reports the highest applied migration (0 for an empty database).
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var v sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT MAX(version) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return int(v.Int64), nil
+}
