@@ -1,0 +1,215 @@
+// Package phi detects validated HIPAA identifiers. Every detector validates structure and
+// boundaries before reporting, because bare digit patterns are everywhere in clinical text
+// (dates, phone numbers, lab values, order numbers).
+package phi
+
+import (
+	"slices"
+
+	"github.com/ward-dlp/ward/classifiers/engine"
+)
+
+// SSN finds US Social Security numbers: ddd-dd-dddd and ddd dd dddd anywhere, nine bare
+// digits only near a keyword. Confidence follows the Purview tiers: formatted with a
+// keyword 85, bare with a keyword 75, formatted alone 65.
+type SSN struct {
+	// evidence[format][keyword+1] is prebuilt so reporting allocates nothing per number.
+	evidence [3][]string
+}
+
+// ssnFormats name the accepted shapes, indexing SSN.evidence.
+var ssnFormats = [3]string{"ddd-dd-dddd", "ddd dd dddd", "ddddddddd"}
+
+// NewSSN returns the SSN detector.
+func NewSSN() *SSN {
+	d := &SSN{}
+	for f, name := range ssnFormats {
+		d.evidence[f] = append(d.evidence[f], "format="+name+" no keyword")
+		for _, k := range ssnKeywords {
+			d.evidence[f] = append(d.evidence[f], "format="+name+" keyword="+k.name)
+		}
+	}
+	return d
+}
+
+// Name implements engine.Detector.
+func (*SSN) Name() string { return "phi.ssn" }
+
+// ssnKeywords are the context words, with the name used in evidence. The OID is FHIR's
+// and CDA's identifier system for SSNs (2.16.840.1.113883.4.1); "ssn" also covers
+// http://hl7.org/fhir/sid/us-ssn.
+var ssnKeywords = []struct{ lit, name string }{
+	{"ssn", "ssn"},
+	{"social security", "social-security"},
+	{"soc sec", "soc-sec"},
+	{"soc. sec", "soc-sec"},
+	{"ss#", "ss#"},
+	{"ss #", "ss#"},
+	{"113883.4.1", "oid-2.16.840.1.113883.4.1"},
+}
+
+// Interest implements engine.Detector.
+func (*SSN) Interest() engine.Interest {
+	lits := make([]string, len(ssnKeywords))
+	for i, k := range ssnKeywords {
+		lits[i] = k.lit
+	}
+	return engine.Interest{Literals: lits, DigitRuns: true}
+}
+
+const (
+	// keywordBefore and keywordAfter bound how far a keyword may sit from the number
+	// (Presidio looks five words back; a CDA id puts the OID root after the extension).
+	keywordBefore = 128
+	keywordAfter  = 64
+)
+
+// Detect implements engine.Detector.
+func (d *SSN) Detect(s *engine.Scan, r *engine.Reporter) {
+	b := s.Content
+	kws := validKeywords(b, s.Hits)
+	runs := s.DigitRuns
+	var norm [9]byte
+	for i := 0; i < len(runs); i++ {
+		a := runs[i]
+		var start, end, format int
+		switch {
+		case a.End-a.Start == 3 && i+2 < len(runs):
+			g, sr := runs[i+1], runs[i+2]
+			if g.Start != a.End+1 || sr.Start != g.End+1 || g.End-g.Start != 2 || sr.End-sr.Start != 4 {
+				continue
+			}
+			d1, d2 := b[a.End], b[g.End]
+			if d1 != d2 || (d1 != '-' && d1 != ' ') { // mixed or other delimiters
+				continue
+			}
+			start, end = a.Start, sr.End
+			if d1 == ' ' {
+				format = 1
+			}
+			copy(norm[0:3], b[a.Start:a.End])
+			copy(norm[3:5], b[g.Start:g.End])
+			copy(norm[5:9], b[sr.Start:sr.End])
+		case a.End-a.Start == 9:
+			start, end, format = a.Start, a.End, 2
+			copy(norm[:], b[start:end])
+		default:
+			continue
+		}
+		if !bounded(b, start, end, format != 0) || !validSSN(norm) {
+			continue
+		}
+		kw := nearestKeyword(kws, start, end)
+		conf := 0
+		switch {
+		case format == 2 && kw < 0:
+			continue // nine bare digits are an order number until something says otherwise
+		case format == 2:
+			conf = 75
+		case kw >= 0:
+			conf = 85
+		default:
+			conf = 65
+		}
+		ev := d.evidence[format][0]
+		if kw >= 0 {
+			ev = d.evidence[format][kws[kw].Literal+1]
+		}
+		r.Identifier(engine.PHI, conf, start, b[start:end], norm[:], ev)
+		if format != 2 {
+			i += 2
+		}
+	}
+}
+
+// validKeywords drops keyword hits inside longer words ("classname" contains "ssn"),
+// allowing camelCase ("patientSSN") and plurals ("SSNs").
+func validKeywords(b []byte, hits []engine.Hit) []engine.Hit {
+	out := hits[:0:0]
+	for _, h := range hits {
+		lit := ssnKeywords[h.Literal].lit
+		end := h.Off + len(lit)
+		if h.Off > 0 && isLetter(b[h.Off-1]) && !(isLower(b[h.Off-1]) && isUpper(b[h.Off])) && lit != "113883.4.1" {
+			continue
+		}
+		if end < len(b) {
+			c := b[end]
+			if lit == "113883.4.1" {
+				if isDigit(c) || c == '.' && end+1 < len(b) && isDigit(b[end+1]) {
+					continue // 2.16.840.1.113883.4.10 and deeper OIDs are other identifiers
+				}
+			} else if isLetter(c) && !(c == 's' || c == 'S') || (c == 's' || c == 'S') && end+1 < len(b) && isLetter(b[end+1]) {
+				continue
+			}
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// nearestKeyword returns the index in kws of a keyword within the window around
+// [start, end), or -1. kws is in offset order.
+func nearestKeyword(kws []engine.Hit, start, end int) int {
+	i, _ := slices.BinarySearchFunc(kws, start-keywordBefore, func(h engine.Hit, t int) int { return h.Off - t })
+	if i < len(kws) && kws[i].Off <= end+keywordAfter {
+		return i
+	}
+	return -1
+}
+
+// bounded rejects numbers that are part of something longer: letters or digits touching
+// the match, or a '-', '.', '/' (and for spaced forms a space) followed by another
+// digit group, as in phone numbers, dates, decimals and account numbers.
+func bounded(b []byte, start, end int, spaced bool) bool {
+	if start > 0 {
+		c := b[start-1]
+		if isLetter(c) || isDigit(c) {
+			return false
+		}
+		if (isJoiner(c) || spaced && c == ' ') && start >= 2 && isDigit(b[start-2]) {
+			return false
+		}
+	}
+	if end < len(b) {
+		c := b[end]
+		if isLetter(c) || isDigit(c) {
+			return false
+		}
+		if (isJoiner(c) || spaced && c == ' ') && end+1 < len(b) && isDigit(b[end+1]) {
+			return false
+		}
+	}
+	return true
+}
+
+// validSSN applies the SSA's assignment rules to nine digits.
+func validSSN(d [9]byte) bool {
+	area := int(d[0]-'0')*100 + int(d[1]-'0')*10 + int(d[2]-'0')
+	if area == 0 || area == 666 || area >= 900 {
+		return false
+	}
+	if d[3] == '0' && d[4] == '0' {
+		return false
+	}
+	if d[5] == '0' && d[6] == '0' && d[7] == '0' && d[8] == '0' {
+		return false
+	}
+	same := true
+	for _, c := range d[1:] {
+		same = same && c == d[0]
+	}
+	if same {
+		return false
+	}
+	switch string(d[:]) {
+	case "078051120", "123456789", "219099999": // wallet insert, advertising, documentation samples
+		return false
+	}
+	return string(d[:8]) != "98765432" // 987-65-4320..4329, reserved for advertising
+}
+
+func isDigit(c byte) bool  { return '0' <= c && c <= '9' }
+func isLower(c byte) bool  { return 'a' <= c && c <= 'z' }
+func isUpper(c byte) bool  { return 'A' <= c && c <= 'Z' }
+func isLetter(c byte) bool { return isLower(c) || isUpper(c) }
+func isJoiner(c byte) bool { return c == '-' || c == '.' || c == '/' }
