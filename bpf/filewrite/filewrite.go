@@ -1,0 +1,525 @@
+// Package filewrite captures data written into watched directory trees.
+//
+// Filtering happens in the kernel: a write to a descriptor that was not
+// opened under a watched directory costs one hash lookup, so the agent can
+// run on busy hosts. For tracked descriptors the probe reports the open (with
+// the path relative to the watched directory), every write with up to
+// Config.MaxCapture bytes of the written data, and the close. When a capture
+// is incomplete (Write.Truncated) the consumer should re-read the file.
+package filewrite
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/ward-dlp/ward/bpf/internal/kernel"
+)
+
+// Status reports how one hook (e.g. "write/writev") is attached.
+type Status = kernel.Status
+
+// ErrClosed is returned by Next once the probe is closed.
+var ErrClosed = fmt.Errorf("filewrite probe closed: %w", os.ErrClosed)
+
+// ErrMalformed wraps every record decode failure.
+var ErrMalformed = errors.New("malformed filewrite record")
+
+const (
+	// DefaultMaxCapture covers the common buffered-I/O chunk sizes (glibc
+	// stdio 4-8 KiB, Go bufio 4 KiB, most editors' saves) in one record
+	// while keeping a burst of large writes from draining the ring.
+	DefaultMaxCapture = 16 << 10
+	// MaxCaptureLimit is the compiled-in hard bound. The BPF scratch buffer
+	// is twice this (verifier proof for iovec copies at variable offsets);
+	// larger writes are flagged truncated and re-read from disk instead.
+	MaxCaptureLimit = 32 << 10
+	// DefaultRingBytes holds ~500 full-size write records of burst.
+	DefaultRingBytes = 8 << 20
+)
+
+// Config tunes the probe; zero fields take defaults.
+type Config struct {
+	MaxCapture uint32 // bytes captured per write syscall, <= MaxCaptureLimit
+	RingBytes  uint32 // ring buffer size, rounded up to a power of two
+	IgnoreTGID uint32 // the agent's own pid: never report it (0: off)
+}
+
+// WriteKind is the syscall that produced a Write.
+type WriteKind uint16
+
+// Syscalls reported as Write.Kind.
+const (
+	KindWrite    WriteKind = 1
+	KindPwrite64 WriteKind = 2
+	KindWritev   WriteKind = 3
+	KindPwritev  WriteKind = 4
+	KindPwritev2 WriteKind = 5
+)
+
+func (k WriteKind) String() string {
+	switch k {
+	case KindWrite:
+		return "write"
+	case KindPwrite64:
+		return "pwrite64"
+	case KindWritev:
+		return "writev"
+	case KindPwritev:
+		return "pwritev"
+	case KindPwritev2:
+		return "pwritev2"
+	}
+	return fmt.Sprintf("kind(%d)", uint16(k))
+}
+
+// Record is an Open, a Write or a Close.
+type Record interface{ isRecord() }
+
+// Open is a regular file opened for writing under a watched directory.
+type Open struct {
+	Time     time.Time
+	PID, TID uint32
+	UID, GID uint32
+	FD       int32
+	Dev      uint32 // kernel dev_t encoding (major<<20 | minor), see KernelDev
+	Ino      uint64
+	Flags    uint32 // open(2) flags as stored in the file (O_APPEND, O_TRUNC...)
+	WatchID  uint32
+	Comm     string
+	// Path is <watched dir>/<RelPath>. Empty when the watch id is unknown.
+	Path    string
+	RelPath string
+	// PathTruncated: the relative path was longer than the kernel name
+	// buffer; RelPath holds only its deepest components.
+	PathTruncated bool
+	// Untracked: the descriptor table map was full; writes through this
+	// descriptor will not be reported.
+	Untracked bool
+}
+
+// Write is one write syscall on a tracked descriptor, observed at entry.
+type Write struct {
+	Time      time.Time
+	PID, TID  uint32
+	FD        int32
+	Dev       uint32
+	Ino       uint64
+	WatchID   uint32
+	Kind      WriteKind
+	Offset    int64  // file offset written at; -1 when unknown (O_APPEND)
+	Requested uint64 // bytes the process asked to write
+	Data      []byte // captured prefix of the data (owned by the record)
+	// Truncated: Data is shorter than Requested (capture bound, more than 8
+	// iovecs, or unreadable memory): re-read the file for full content.
+	Truncated  bool
+	ReadFailed bool
+}
+
+// Close is the close(2) of a tracked descriptor.
+type Close struct {
+	Time     time.Time
+	PID, TID uint32
+	FD       int32
+	Dev      uint32
+	Ino      uint64
+	WatchID  uint32
+}
+
+func (Open) isRecord()  {}
+func (Write) isRecord() {}
+func (Close) isRecord() {}
+
+// Probe is a loaded and attached file-write probe.
+type Probe struct {
+	log    *slog.Logger
+	loader *kernel.Loader
+	rd     *ringbuf.Reader
+	clock  kernel.Clock
+	status []Status
+
+	mu      sync.Mutex // guards the fields below and the loader's maps
+	closed  bool
+	nextID  uint32
+	byKey   map[filewriteWatchKey]uint32
+	byPath  map[string]filewriteWatchKey
+	idPaths map[uint32]string // kept after Unwatch for in-flight records
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type hookDef struct {
+	name, prog, event string
+	optional          bool // absent on some architectures/kernels
+}
+
+// The open-family syscalls all return the new fd, so one program serves all.
+var hooks = []hookDef{
+	{"open/openat", "exit_open", "sys_exit_openat", false},
+	{"open/openat2", "exit_open", "sys_exit_openat2", true}, // 5.6+
+	{"open/open", "exit_open", "sys_exit_open", true},       // not on arm64
+	{"open/creat", "exit_open", "sys_exit_creat", true},     // not on arm64
+	{"write/write", "enter_write", "sys_enter_write", false},
+	{"write/pwrite64", "enter_pwrite64", "sys_enter_pwrite64", false},
+	{"write/writev", "enter_writev", "sys_enter_writev", false},
+	{"write/pwritev", "enter_pwritev", "sys_enter_pwritev", false},
+	{"write/pwritev2", "enter_pwritev2", "sys_enter_pwritev2", true}, // 4.6+
+	{"close/close", "enter_close", "sys_enter_close", false},
+}
+
+// Load loads the BPF objects and attaches every hook it can. A hook that
+// fails to attach is logged and reported by Status; Load fails only when
+// the openat or write hook is missing, since nothing works without them.
+func Load(cfg Config, log *slog.Logger) (*Probe, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("probe", "filewrite")
+	if cfg.MaxCapture == 0 {
+		cfg.MaxCapture = DefaultMaxCapture
+	}
+	if cfg.MaxCapture > MaxCaptureLimit {
+		return nil, fmt.Errorf("filewrite: MaxCapture %d exceeds limit %d", cfg.MaxCapture, MaxCaptureLimit)
+	}
+	if cfg.RingBytes == 0 {
+		cfg.RingBytes = DefaultRingBytes
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
+	}
+	spec, err := loadFilewrite()
+	if err != nil {
+		return nil, fmt.Errorf("load filewrite BPF spec: %w", err)
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count possible CPUs: %w", err)
+	}
+	spec.Maps["events"].MaxEntries = kernel.RingSize(cfg.RingBytes)
+	spec.Maps["write_scratch"].MaxEntries = uint32(ncpu)
+	for name, v := range map[string]uint32{"ward_ignore_tgid": cfg.IgnoreTGID, "max_capture": cfg.MaxCapture} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	// Syscall tracepoints are classic tracepoints: they need tracefs.
+	if err := kernel.EnsureTracefs(log); err != nil {
+		return nil, fmt.Errorf("filewrite: %w", err)
+	}
+	loader, err := kernel.NewLoader(spec, log)
+	if err != nil {
+		return nil, fmt.Errorf("filewrite: %w", err)
+	}
+	p := &Probe{
+		log:     log,
+		loader:  loader,
+		nextID:  1,
+		byKey:   make(map[filewriteWatchKey]uint32),
+		byPath:  make(map[string]filewriteWatchKey),
+		idPaths: make(map[uint32]string),
+	}
+	for _, h := range hooks {
+		hk := kernel.Hook{Kind: "tracepoint", Program: h.prog, Group: "syscalls", Event: h.event}
+		var st Status
+		if h.optional {
+			st = loader.AttachOptional(h.name, hk)
+		} else {
+			st = loader.AttachFirst(h.name, hk)
+		}
+		p.status = append(p.status, st)
+		if !st.Attached && (h.name == "open/openat" || h.name == "write/write") {
+			loader.Close()
+			return nil, fmt.Errorf("filewrite: required hook %s: %w", h.name, st.Err)
+		}
+	}
+	p.rd, err = ringbuf.NewReader(loader.Map("events"))
+	if err != nil {
+		loader.Close()
+		return nil, fmt.Errorf("filewrite: open ring buffer: %w", err)
+	}
+	return p, nil
+}
+
+// KernelDev converts a stat(2) st_dev (userspace new_encode_dev layout) to
+// the in-kernel dev_t layout of super_block.s_dev (MAJOR<<20 | MINOR), which
+// is what the BPF side reads while walking dentries.
+func KernelDev(statDev uint64) uint32 {
+	return unix.Major(statDev)<<20 | unix.Minor(statDev)&(1<<20-1)
+}
+
+// Watch starts reporting writes to regular files anywhere below dir
+// (recursively, across mounts inside it). Files already open for writing
+// are not picked up; only opens after Watch are. Watching the same
+// directory (or another path to it) again returns the same id.
+//
+// Known limit: on btrfs subvolumes stat(2) reports an anonymous device that
+// differs from the superblock's s_dev, so such directories never match.
+func (p *Probe) Watch(dir string) (uint32, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return 0, fmt.Errorf("watch %q: %w", dir, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(abs, &st); err != nil {
+		return 0, fmt.Errorf("watch %q: %w", abs, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return 0, fmt.Errorf("watch %q: not a directory", abs)
+	}
+	key := filewriteWatchKey{Dev: KernelDev(st.Dev), Ino: st.Ino}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0, ErrClosed
+	}
+	if id, ok := p.byKey[key]; ok {
+		p.byPath[abs] = key
+		return id, nil
+	}
+	id := p.nextID
+	if err := p.loader.Map("watched").Update(&key, &id, ebpf.UpdateNoExist); err != nil {
+		return 0, fmt.Errorf("watch %q: add to kernel map: %w", abs, err)
+	}
+	p.nextID++
+	p.byKey[key] = id
+	p.byPath[abs] = key
+	p.idPaths[id] = abs
+	p.log.Debug("watching", "dir", abs, "id", id, "dev", key.Dev, "ino", key.Ino)
+	return id, nil
+}
+
+// Unwatch stops reporting for dir, including writes through descriptors
+// that were opened under it before.
+func (p *Probe) Unwatch(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("unwatch %q: %w", dir, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	key, ok := p.byPath[abs]
+	if !ok {
+		return fmt.Errorf("unwatch %q: not watched", abs)
+	}
+	id := p.byKey[key]
+	for path, k := range p.byPath {
+		if k == key {
+			delete(p.byPath, path)
+		}
+	}
+	delete(p.byKey, key)
+	if err := p.loader.Map("watched").Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unwatch %q: remove from kernel map: %w", abs, err)
+	}
+	return p.untrack(id)
+}
+
+// untrack drops tracked descriptors of one watch id from the kernel map.
+func (p *Probe) untrack(id uint32) error {
+	m := p.loader.Map("tracked")
+	var (
+		key   uint64
+		val   filewriteTrackedFd
+		stale []uint64
+	)
+	it := m.Iterate()
+	for it.Next(&key, &val) {
+		if val.WatchId == id {
+			stale = append(stale, key)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate tracked descriptors: %w", err)
+	}
+	for _, k := range stale {
+		if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("untrack descriptor: %w", err)
+		}
+	}
+	return nil
+}
+
+// Status reports, per hook, whether it is attached.
+func (p *Probe) Status() []Status { return slices.Clone(p.status) }
+
+// Next blocks until the next record and returns ErrClosed after Close. A
+// malformed record yields an error wrapping ErrMalformed; the caller may
+// keep reading.
+func (p *Probe) Next() (Record, error) {
+	rec, err := p.rd.Read()
+	if err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("read filewrite ring buffer: %w", err)
+	}
+	return decode(rec.RawSample, p.watchPath, &p.clock)
+}
+
+func (p *Probe) watchPath(id uint32) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.idPaths[id]
+	return s, ok
+}
+
+// Drops returns the in-kernel drop counters summed over CPUs.
+func (p *Probe) Drops() (map[string]uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
+	return kernel.Drops(p.loader.Map("ward_drops"))
+}
+
+// Close detaches all hooks and unblocks Next.
+func (p *Probe) Close() error {
+	p.closeOnce.Do(func() {
+		var errs []error
+		if p.rd != nil {
+			errs = append(errs, p.rd.Close())
+		}
+		p.mu.Lock()
+		p.closed = true
+		errs = append(errs, p.loader.Close())
+		p.mu.Unlock()
+		p.closeErr = errors.Join(errs...)
+	})
+	return p.closeErr
+}
+
+// Record layouts, mirrored from filewrite.bpf.c and checked against the
+// bpf2go types in filewrite_test.go.
+const (
+	evOpen  = 1
+	evWrite = 2
+	evClose = 3
+
+	openHeaderLen  = 72
+	writeHeaderLen = 64
+	closeLen       = 40
+	nameSlot       = 256 // NAME_MAX + NUL, one path component per slot
+	maxNameSlots   = 33  // file name + MAX_DEPTH ancestors
+
+	writeFlagTruncated  = 1 << 0
+	writeFlagIovLimit   = 1 << 1
+	writeFlagReadFailed = 1 << 2
+
+	pathFlagTruncated = 1 << 0
+	pathFlagUntracked = 1 << 1
+)
+
+var le = binary.LittleEndian
+
+func decode(b []byte, watchPath func(uint32) (string, bool), clock *kernel.Clock) (Record, error) {
+	if len(b) < 4 {
+		return nil, fmt.Errorf("%w: %d bytes, need at least 4", ErrMalformed, len(b))
+	}
+	switch typ := le.Uint32(b); typ {
+	case evOpen:
+		if len(b) < openHeaderLen {
+			return nil, fmt.Errorf("%w: open record is %d bytes, want >= %d", ErrMalformed, len(b), openHeaderLen)
+		}
+		n := int(le.Uint16(b[52:]))
+		if n == 0 || n%nameSlot != 0 || n > maxNameSlots*nameSlot || openHeaderLen+n > len(b) {
+			return nil, fmt.Errorf("%w: open path length %d invalid for a %d-byte record", ErrMalformed, n, len(b))
+		}
+		pflags := le.Uint16(b[54:])
+		o := Open{
+			Time:          clock.Time(le.Uint64(b[8:])),
+			PID:           le.Uint32(b[4:]),
+			TID:           le.Uint32(b[16:]),
+			UID:           le.Uint32(b[20:]),
+			GID:           le.Uint32(b[24:]),
+			FD:            int32(le.Uint32(b[28:])),
+			Dev:           le.Uint32(b[32:]),
+			WatchID:       le.Uint32(b[36:]),
+			Ino:           le.Uint64(b[40:]),
+			Flags:         le.Uint32(b[48:]),
+			Comm:          kernel.CString(b[56:72]),
+			RelPath:       relPath(b[openHeaderLen : openHeaderLen+n]),
+			PathTruncated: pflags&pathFlagTruncated != 0,
+			Untracked:     pflags&pathFlagUntracked != 0,
+		}
+		if o.RelPath == "" {
+			return nil, fmt.Errorf("%w: open record without a file name", ErrMalformed)
+		}
+		if dir, ok := watchPath(o.WatchID); ok {
+			o.Path = filepath.Join(dir, o.RelPath)
+		}
+		return o, nil
+	case evWrite:
+		if len(b) < writeHeaderLen {
+			return nil, fmt.Errorf("%w: write record is %d bytes, want >= %d", ErrMalformed, len(b), writeHeaderLen)
+		}
+		n := le.Uint32(b[56:])
+		if n > MaxCaptureLimit || uint64(writeHeaderLen)+uint64(n) > uint64(len(b)) {
+			return nil, fmt.Errorf("%w: write captured length %d exceeds record (%d bytes)", ErrMalformed, n, len(b))
+		}
+		flags := le.Uint16(b[30:])
+		return Write{
+			Time:       clock.Time(le.Uint64(b[8:])),
+			PID:        le.Uint32(b[4:]),
+			TID:        le.Uint32(b[16:]),
+			FD:         int32(le.Uint32(b[20:])),
+			Dev:        le.Uint32(b[24:]),
+			Kind:       WriteKind(le.Uint16(b[28:])),
+			Ino:        le.Uint64(b[32:]),
+			Offset:     int64(le.Uint64(b[40:])),
+			Requested:  le.Uint64(b[48:]),
+			WatchID:    le.Uint32(b[60:]),
+			Data:       b[writeHeaderLen : writeHeaderLen+n : writeHeaderLen+n],
+			Truncated:  flags&(writeFlagTruncated|writeFlagIovLimit) != 0,
+			ReadFailed: flags&writeFlagReadFailed != 0,
+		}, nil
+	case evClose:
+		if len(b) < closeLen {
+			return nil, fmt.Errorf("%w: close record is %d bytes, want %d", ErrMalformed, len(b), closeLen)
+		}
+		return Close{
+			Time:    clock.Time(le.Uint64(b[8:])),
+			PID:     le.Uint32(b[4:]),
+			TID:     le.Uint32(b[16:]),
+			FD:      int32(le.Uint32(b[20:])),
+			Dev:     le.Uint32(b[24:]),
+			WatchID: le.Uint32(b[28:]),
+			Ino:     le.Uint64(b[32:]),
+		}, nil
+	default:
+		return nil, fmt.Errorf("%w: unknown record type %d", ErrMalformed, typ)
+	}
+}
+
+// relPath rebuilds "a/b/file" from the kernel's fixed 256-byte name slots,
+// file name first. Empty slots (mount crossings) are skipped, and so are
+// components that could escape the watched dir (".", "..", or containing
+// '/'): a dentry walk never yields them, only a corrupt record would.
+func relPath(slots []byte) string {
+	out := make([]string, 0, len(slots)/nameSlot)
+	for i := len(slots)/nameSlot - 1; i >= 0; i-- {
+		c := kernel.CString(slots[i*nameSlot : (i+1)*nameSlot])
+		if c == "" || c == "." || c == ".." || strings.Contains(c, "/") {
+			continue
+		}
+		out = append(out, c)
+	}
+	return strings.Join(out, "/")
+}

@@ -1,0 +1,287 @@
+// Package process reports process executions and exits from the kernel.
+//
+// The DLP agent uses these records to attribute file writes (reported by
+// bpf/filewrite with a pid only) to a command line, a user and a container,
+// and to drop per-process state when a process exits.
+package process
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/ward-dlp/ward/bpf/internal/kernel"
+)
+
+// Status reports how one capability ("exec", "exit") is attached.
+type Status = kernel.Status
+
+// ErrClosed is returned by Next once the probe is closed.
+var ErrClosed = fmt.Errorf("process probe closed: %w", os.ErrClosed)
+
+// Config tunes the probe. The zero value is usable.
+type Config struct {
+	// RingBytes is the ring buffer size (rounded up to a power of two).
+	// Default 4 MiB: exec records are 1.6 KiB, so ~2600 execs of burst.
+	RingBytes uint32
+	// IgnoreTGID suppresses records about this process (normally the
+	// agent's own pid). 0 disables the filter.
+	IgnoreTGID uint32
+
+	// onlyKind restricts hooks to one kind ("raw_tp", "tracepoint") so
+	// tests can exercise the fallbacks on a kernel that has tp_btf.
+	onlyKind string
+}
+
+// DefaultRingBytes is used when Config.RingBytes is 0.
+const DefaultRingBytes = 4 << 20
+
+// Record is an Exec or an Exit.
+type Record interface{ isRecord() }
+
+// Exec is one successful execve/execveat.
+type Exec struct {
+	Time      time.Time // when the exec completed
+	PID       uint32    // thread-group id
+	PPID      uint32    // real parent's thread-group id
+	UID, GID  uint32
+	Comm      string // task comm after exec (basename of the binary, 15 bytes max)
+	Filename  string // path passed to execve, as the kernel resolved it for bprm
+	Args      []string
+	StartTime time.Time // process start (task start_boottime): with PID, a reuse-proof process key
+	CgroupID  uint64    // cgroup v2 id, to map to a container
+
+	ArgsTruncated     bool // argv was longer than the 1024-byte capture bound
+	FilenameTruncated bool
+	ArgsReadFailed    bool // argv could not be read (Args is empty)
+}
+
+// Exit is the exit of a thread-group leader, i.e. of a process.
+type Exit struct {
+	Time      time.Time
+	PID       uint32
+	PPID      uint32
+	Comm      string
+	StartTime time.Time
+	CgroupID  uint64
+	// Status is the raw wait(2) status; ExitCode and Signal decode it.
+	Status   uint32
+	ExitCode int // valid when Signal == 0
+	Signal   int // terminating signal, 0 for a normal exit
+}
+
+func (Exec) isRecord() {}
+func (Exit) isRecord() {}
+
+// Probe is a loaded and attached process probe.
+type Probe struct {
+	log    *slog.Logger
+	loader *kernel.Loader
+	rd     *ringbuf.Reader
+	clock  kernel.Clock
+	status []Status
+
+	mu     sync.Mutex // guards closed and the loader's maps
+	closed bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Load loads the BPF objects and attaches exec and exit, each through the
+// best hook the kernel accepts (tp_btf, then raw_tp, then tracepoint). It
+// fails only when neither capability could be attached.
+func Load(cfg Config, log *slog.Logger) (*Probe, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("probe", "process")
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
+	}
+	spec, err := loadProcess()
+	if err != nil {
+		return nil, fmt.Errorf("load process BPF spec: %w", err)
+	}
+	ring := cfg.RingBytes
+	if ring == 0 {
+		ring = DefaultRingBytes
+	}
+	spec.Maps["events"].MaxEntries = kernel.RingSize(ring)
+	if err := spec.Variables["ward_ignore_tgid"].Set(cfg.IgnoreTGID); err != nil {
+		return nil, fmt.Errorf("set ward_ignore_tgid: %w", err)
+	}
+
+	loader, err := kernel.NewLoader(spec, log)
+	if err != nil {
+		return nil, fmt.Errorf("process probe: %w", err)
+	}
+	p := &Probe{log: log, loader: loader}
+
+	if err := kernel.EnsureTracefs(log); err != nil {
+		// Only the last-resort tracepoint hooks need it.
+		log.Warn("tracefs unavailable; classic tracepoint fallback disabled", "err", err)
+	}
+	for _, c := range []struct{ name, prog string }{{"exec", "exec"}, {"exit", "exit"}} {
+		event := "sched_process_" + c.name
+		var hooks []kernel.Hook
+		for _, h := range []kernel.Hook{
+			{Kind: "tp_btf", Program: c.prog + "_btf", Event: event},
+			{Kind: "raw_tp", Program: c.prog + "_raw", Event: event},
+			{Kind: "tracepoint", Program: c.prog + "_tp", Group: "sched", Event: event},
+		} {
+			if cfg.onlyKind == "" || cfg.onlyKind == h.Kind {
+				hooks = append(hooks, h)
+			}
+		}
+		p.status = append(p.status, loader.AttachFirst(c.name, hooks...))
+	}
+	if !p.status[0].Attached && !p.status[1].Attached {
+		loader.Close()
+		return nil, fmt.Errorf("process probe: no capability attached: %w", errors.Join(p.status[0].Err, p.status[1].Err))
+	}
+
+	p.rd, err = ringbuf.NewReader(loader.Map("events"))
+	if err != nil {
+		loader.Close()
+		return nil, fmt.Errorf("process probe: open ring buffer: %w", err)
+	}
+	return p, nil
+}
+
+// Status reports, per capability, whether and how it is attached.
+func (p *Probe) Status() []Status {
+	return append([]Status(nil), p.status...)
+}
+
+// Next blocks until the next record. It returns ErrClosed after Close. A
+// malformed record yields a decode error; the caller may keep reading.
+func (p *Probe) Next() (Record, error) {
+	rec, err := p.rd.Read()
+	if err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("read process ring buffer: %w", err)
+	}
+	return decode(rec.RawSample, &p.clock)
+}
+
+// Drops returns the in-kernel drop counters summed over CPUs.
+func (p *Probe) Drops() (map[string]uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
+	return kernel.Drops(p.loader.Map("ward_drops"))
+}
+
+// Close detaches the probes and unblocks Next.
+func (p *Probe) Close() error {
+	p.closeOnce.Do(func() {
+		rdErr := p.rd.Close()
+		p.mu.Lock()
+		p.closed = true
+		p.closeErr = errors.Join(rdErr, p.loader.Close())
+		p.mu.Unlock()
+	})
+	return p.closeErr
+}
+
+// Record layout, mirrored from process.bpf.c (checked in process_test.go
+// against the bpf2go-generated types).
+const (
+	evExec = 1
+	evExit = 2
+
+	execHeaderLen   = 72
+	execFilenameOff = 72
+	execFilenameMax = 512
+	execArgsOff     = execFilenameOff + execFilenameMax
+	execArgsMax     = 1024
+	execLen         = execArgsOff + execArgsMax
+
+	exitLen = 56
+
+	flagArgsTruncated     = 1 << 0
+	flagFilenameTruncated = 1 << 1
+	flagArgsReadFailed    = 1 << 2
+)
+
+var le = binary.LittleEndian
+
+// ErrMalformed wraps every decode failure.
+var ErrMalformed = errors.New("malformed process record")
+
+func decode(b []byte, clock *kernel.Clock) (Record, error) {
+	if len(b) < 4 {
+		return nil, fmt.Errorf("%w: %d bytes, need at least 4", ErrMalformed, len(b))
+	}
+	switch typ := le.Uint32(b); typ {
+	case evExec:
+		if len(b) < execLen {
+			return nil, fmt.Errorf("%w: exec record is %d bytes, want %d", ErrMalformed, len(b), execLen)
+		}
+		fnLen := int(le.Uint16(b[64:]))
+		argsLen := int(le.Uint16(b[66:]))
+		if fnLen > execFilenameMax || argsLen > execArgsMax {
+			return nil, fmt.Errorf("%w: exec lengths out of range (filename %d, args %d)", ErrMalformed, fnLen, argsLen)
+		}
+		flags := le.Uint32(b[28:])
+		return Exec{
+			Time:              clock.Time(le.Uint64(b[8:])),
+			PID:               le.Uint32(b[4:]),
+			PPID:              le.Uint32(b[16:]),
+			UID:               le.Uint32(b[20:]),
+			GID:               le.Uint32(b[24:]),
+			StartTime:         clock.Time(le.Uint64(b[32:])),
+			CgroupID:          le.Uint64(b[40:]),
+			Comm:              kernel.CString(b[48:64]),
+			Filename:          string(b[execFilenameOff : execFilenameOff+fnLen]),
+			Args:              splitArgs(b[execArgsOff : execArgsOff+argsLen]),
+			ArgsTruncated:     flags&flagArgsTruncated != 0,
+			FilenameTruncated: flags&flagFilenameTruncated != 0,
+			ArgsReadFailed:    flags&flagArgsReadFailed != 0,
+		}, nil
+	case evExit:
+		if len(b) < exitLen {
+			return nil, fmt.Errorf("%w: exit record is %d bytes, want %d", ErrMalformed, len(b), exitLen)
+		}
+		status := le.Uint32(b[20:])
+		return Exit{
+			Time:      clock.Time(le.Uint64(b[8:])),
+			PID:       le.Uint32(b[4:]),
+			PPID:      le.Uint32(b[16:]),
+			Status:    status,
+			ExitCode:  int(status>>8) & 0xff,
+			Signal:    int(status & 0x7f),
+			StartTime: clock.Time(le.Uint64(b[24:])),
+			CgroupID:  le.Uint64(b[32:]),
+			Comm:      kernel.CString(b[40:56]),
+		}, nil
+	default:
+		return nil, fmt.Errorf("%w: unknown record type %d", ErrMalformed, typ)
+	}
+}
+
+// splitArgs splits the NUL-separated argv block. Only the terminator of the
+// last argument is dropped, so empty arguments survive; a truncated final
+// argument has no terminator and is kept as is.
+func splitArgs(b []byte) []string {
+	if len(b) > 0 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1]
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	return strings.Split(string(b), "\x00")
+}

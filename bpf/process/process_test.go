@@ -1,0 +1,319 @@
+package process
+
+import (
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"reflect"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/ward-dlp/ward/bpf/internal/kernel"
+)
+
+// TestLayout pins the decoder's offsets to the C structs via bpf2go's types.
+func TestLayout(t *testing.T) {
+	var ex processExecEvent
+	checks := []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"exec size", unsafe.Sizeof(ex), execLen},
+		{"exec.ts", unsafe.Offsetof(ex.TsBootNs), 8},
+		{"exec.ppid", unsafe.Offsetof(ex.Ppid), 16},
+		{"exec.flags", unsafe.Offsetof(ex.Flags), 28},
+		{"exec.start", unsafe.Offsetof(ex.StartBootNs), 32},
+		{"exec.cgroup", unsafe.Offsetof(ex.CgroupId), 40},
+		{"exec.comm", unsafe.Offsetof(ex.Comm), 48},
+		{"exec.filename_len", unsafe.Offsetof(ex.FilenameLen), 64},
+		{"exec.args_len", unsafe.Offsetof(ex.ArgsLen), 66},
+		{"exec.filename", unsafe.Offsetof(ex.Filename), execFilenameOff},
+		{"exec.args", unsafe.Offsetof(ex.Args), execArgsOff},
+		{"exec.filename cap", unsafe.Sizeof(ex.Filename), execFilenameMax},
+		{"exec.args cap", unsafe.Sizeof(ex.Args), execArgsMax},
+	}
+	var xt processExitEvent
+	checks = append(checks, []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"exit size", unsafe.Sizeof(xt), exitLen},
+		{"exit.ppid", unsafe.Offsetof(xt.Ppid), 16},
+		{"exit.code", unsafe.Offsetof(xt.ExitCode), 20},
+		{"exit.start", unsafe.Offsetof(xt.StartBootNs), 24},
+		{"exit.cgroup", unsafe.Offsetof(xt.CgroupId), 32},
+		{"exit.comm", unsafe.Offsetof(xt.Comm), 40},
+	}...)
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: C layout %d, decoder assumes %d", c.name, c.got, c.want)
+		}
+	}
+}
+
+func execRecord(pid uint32, filename string, args []byte) []byte {
+	b := make([]byte, execLen)
+	le := binary.LittleEndian
+	le.PutUint32(b[0:], evExec)
+	le.PutUint32(b[4:], pid)
+	le.PutUint64(b[8:], 1_000_000_000)
+	le.PutUint32(b[16:], 1)
+	le.PutUint32(b[20:], 1000)
+	le.PutUint32(b[24:], 1001)
+	le.PutUint32(b[28:], flagArgsTruncated)
+	le.PutUint64(b[32:], 500)
+	le.PutUint64(b[40:], 77)
+	copy(b[48:], "true\x00")
+	le.PutUint16(b[64:], uint16(len(filename)))
+	le.PutUint16(b[66:], uint16(len(args)))
+	copy(b[execFilenameOff:], filename)
+	copy(b[execArgsOff:], args)
+	return b
+}
+
+func exitRecord(pid, status uint32) []byte {
+	b := make([]byte, exitLen)
+	le := binary.LittleEndian
+	le.PutUint32(b[0:], evExit)
+	le.PutUint32(b[4:], pid)
+	le.PutUint64(b[8:], 2_000_000_000)
+	le.PutUint32(b[16:], 1)
+	le.PutUint32(b[20:], status)
+	copy(b[40:], "sh")
+	return b
+}
+
+func TestDecode(t *testing.T) {
+	var clock kernel.Clock
+	badLen := execRecord(1, "", nil)
+	binary.LittleEndian.PutUint16(badLen[66:], execArgsMax+1)
+
+	tests := []struct {
+		name    string
+		in      []byte
+		want    Record
+		wantErr bool
+	}{
+		{name: "empty", in: nil, wantErr: true},
+		{name: "short type", in: []byte{1, 0}, wantErr: true},
+		{name: "unknown type", in: []byte{9, 0, 0, 0, 0, 0, 0, 0}, wantErr: true},
+		{name: "short exec", in: execRecord(1, "/bin/true", nil)[:execLen-1], wantErr: true},
+		{name: "short exit", in: exitRecord(1, 0)[:exitLen-1], wantErr: true},
+		{name: "exec args length out of range", in: badLen, wantErr: true},
+		{
+			name: "exec",
+			in:   execRecord(42, "/bin/true", []byte("true\x00a b\x00\x00c\x00")),
+			want: Exec{PID: 42, PPID: 1, UID: 1000, GID: 1001, Comm: "true", Filename: "/bin/true",
+				Args: []string{"true", "a b", "", "c"}, ArgsTruncated: true, CgroupID: 77},
+		},
+		{
+			name: "exec truncated last arg has no NUL",
+			in:   execRecord(42, "/x", []byte("x\x00abc")),
+			want: Exec{PID: 42, PPID: 1, UID: 1000, GID: 1001, Comm: "true", Filename: "/x",
+				Args: []string{"x", "abc"}, ArgsTruncated: true, CgroupID: 77},
+		},
+		{name: "exit code", in: exitRecord(7, 3<<8), want: Exit{PID: 7, PPID: 1, Comm: "sh", Status: 3 << 8, ExitCode: 3}},
+		{name: "exit signal", in: exitRecord(7, 9), want: Exit{PID: 7, PPID: 1, Comm: "sh", Status: 9, Signal: 9}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := decode(tt.in, &clock)
+			if tt.wantErr {
+				if !errors.Is(err, ErrMalformed) {
+					t.Fatalf("want ErrMalformed, got %v (%#v)", err, got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Times depend on the host clock; check them separately.
+			switch g := got.(type) {
+			case Exec:
+				if g.Time.IsZero() || g.StartTime.IsZero() {
+					t.Errorf("times not converted: %v %v", g.Time, g.StartTime)
+				}
+				g.Time, g.StartTime = time.Time{}, time.Time{}
+				got = g
+			case Exit:
+				g.Time = time.Time{}
+				got = g
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got  %#v\nwant %#v", got, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(execRecord(1, "/bin/true", []byte("true\x00")))
+	f.Add(exitRecord(1, 0))
+	f.Add([]byte{})
+	var clock kernel.Clock
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := decode(b, &clock)
+		if (r == nil) == (err == nil) {
+			t.Fatalf("exactly one of record/error expected: %v %v", r, err)
+		}
+		if err != nil && !errors.Is(err, ErrMalformed) {
+			t.Fatalf("unexpected error kind: %v", err)
+		}
+	})
+}
+
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to load BPF programs")
+	}
+}
+
+func loadProbe(t *testing.T, cfg Config) (*Probe, <-chan Record) {
+	t.Helper()
+	requireRoot(t)
+	p, err := Load(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	for _, s := range p.Status() {
+		t.Log(s)
+	}
+	ch := make(chan Record, 1024)
+	go func() {
+		defer close(ch)
+		for {
+			r, err := p.Next()
+			if errors.Is(err, ErrClosed) {
+				return
+			}
+			if err != nil {
+				t.Errorf("Next: %v", err)
+				return
+			}
+			ch <- r
+		}
+	}()
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		for range ch { // drain until the reader goroutine exits
+		}
+	})
+	return p, ch
+}
+
+func waitFor(t *testing.T, ch <-chan Record, pid uint32, n int) (Exec, Exit) {
+	t.Helper()
+	var ex Exec
+	var xt Exit
+	var gotExec, gotExit bool
+	deadline := time.After(10 * time.Second)
+	for !(gotExec && gotExit) {
+		select {
+		case r, ok := <-ch:
+			if !ok {
+				t.Fatal("probe closed early")
+			}
+			switch r := r.(type) {
+			case Exec:
+				if r.PID == pid {
+					ex, gotExec = r, true
+				}
+			case Exit:
+				if r.PID == pid {
+					xt, gotExit = r, true
+				}
+			}
+		case <-deadline:
+			t.Fatalf("timeout: exec seen %v, exit seen %v for pid %d", gotExec, gotExit, pid)
+		}
+	}
+	return ex, xt
+}
+
+// TestExecExit runs once per hook kind so every fallback is exercised.
+func TestExecExit(t *testing.T) {
+	for _, kind := range []string{"tp_btf", "raw_tp", "tracepoint"} {
+		t.Run(kind, func(t *testing.T) { testExecExit(t, kind) })
+	}
+}
+
+func testExecExit(t *testing.T, kind string) {
+	p, ch := loadProbe(t, Config{onlyKind: kind})
+	for _, s := range p.Status() {
+		if !s.Attached {
+			t.Fatalf("%s not attached on this test kernel: %v", s.Name, s.Err)
+		}
+		if !strings.HasPrefix(s.Hook, kind+"/") {
+			t.Errorf("%s attached via %s, want %s", s.Name, s.Hook, kind)
+		}
+	}
+
+	before := time.Now()
+	cmd := exec.Command("/bin/sh", "-c", "exit 7", "ward-arg0", "two words")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	if err := cmd.Wait(); err == nil || cmd.ProcessState.ExitCode() != 7 {
+		t.Fatalf("child: %v", err)
+	}
+
+	ex, xt := waitFor(t, ch, pid, 2)
+	wantArgs := []string{"/bin/sh", "-c", "exit 7", "ward-arg0", "two words"}
+	if !slices.Equal(ex.Args, wantArgs) {
+		t.Errorf("args = %q, want %q", ex.Args, wantArgs)
+	}
+	if ex.PPID != uint32(os.Getpid()) {
+		t.Errorf("ppid = %d, want %d", ex.PPID, os.Getpid())
+	}
+	if ex.UID != uint32(os.Getuid()) || ex.GID != uint32(os.Getgid()) {
+		t.Errorf("uid/gid = %d/%d", ex.UID, ex.GID)
+	}
+	if ex.Filename != "/bin/sh" {
+		t.Errorf("filename = %q", ex.Filename)
+	}
+	if ex.Comm != "sh" {
+		t.Errorf("comm = %q", ex.Comm)
+	}
+	if ex.CgroupID == 0 {
+		t.Error("cgroup id is 0")
+	}
+	// Wall-clock conversion: within a generous window around the run.
+	if ex.Time.Before(before.Add(-time.Second)) || ex.Time.After(time.Now().Add(time.Second)) {
+		t.Errorf("exec time %v not near %v", ex.Time, before)
+	}
+	if ex.StartTime.After(ex.Time) || ex.Time.Sub(ex.StartTime) > 5*time.Second {
+		t.Errorf("start time %v vs exec time %v", ex.StartTime, ex.Time)
+	}
+	if xt.ExitCode != 7 || xt.Signal != 0 {
+		t.Errorf("exit code %d signal %d, want 7/0", xt.ExitCode, xt.Signal)
+	}
+	if !xt.StartTime.Equal(ex.StartTime) {
+		t.Errorf("exit start time %v != exec start time %v", xt.StartTime, ex.StartTime)
+	}
+}
+
+func TestExitSignal(t *testing.T) {
+	_, ch := loadProbe(t, Config{})
+	cmd := exec.Command("/bin/sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	time.Sleep(100 * time.Millisecond)
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	_, xt := waitFor(t, ch, pid, 2)
+	if xt.Signal != int(syscall.SIGKILL) {
+		t.Errorf("signal = %d, want %d (status %#x)", xt.Signal, syscall.SIGKILL, xt.Status)
+	}
+}
