@@ -64,6 +64,11 @@ type Content struct {
 	BytesCaptured uint64
 	WriteCalls    uint32
 	First, Last   time.Time
+	// Unobserved is set when a descriptor opened for writing was closed without a single
+	// write the probe could see: the data, if any, went in through copy_file_range,
+	// sendfile, splice, mmap or io_uring. Data is empty; the agent decides from the file's
+	// size and modification time whether to read it back.
+	Unobserved bool
 }
 
 // Config bounds reassembly.
@@ -107,6 +112,9 @@ type state struct {
 	first      time.Time
 	last       time.Time
 	overflowed bool
+	// opened is set when the stream began with an open record, so a close without writes
+	// means "written some other way" rather than "we never knew this descriptor".
+	opened bool
 }
 
 // Assembler holds the streams. It is owned by one goroutine (the file-record reader), which
@@ -146,7 +154,7 @@ func (a *Assembler) Open(k Key, f File, at time.Time) []Content {
 		a.drop(old)
 	}
 	out = append(out, a.ensureRoom()...)
-	a.streams[k] = &state{key: k, file: f, base: -1, first: at, last: at}
+	a.streams[k] = &state{key: k, file: f, base: -1, first: at, last: at, opened: true}
 	return out
 }
 
@@ -253,8 +261,17 @@ func (a *Assembler) Close(k Key, at time.Time) (Content, bool) {
 		return Content{}, false
 	}
 	c, ok := a.emit(s, Closed)
+	if !ok && s.opened {
+		c, ok = a.unobserved(s, Closed, at), true
+	}
 	a.drop(s)
 	return c, ok
+}
+
+// unobserved describes a descriptor that was opened for writing and ended with no write
+// seen, so the agent can check the file itself.
+func (a *Assembler) unobserved(s *state, r Reason, at time.Time) Content {
+	return Content{Key: s.key, File: s.file, Reason: r, Unobserved: true, First: s.first, Last: at}
 }
 
 // Exit ends every stream of a process.
@@ -266,6 +283,8 @@ func (a *Assembler) Exit(tgid uint32, at time.Time) []Content {
 		}
 		if c, ok := a.emit(s, Exited); ok {
 			out = append(out, c)
+		} else if s.opened {
+			out = append(out, a.unobserved(s, Exited, at))
 		}
 		a.drop(s)
 	}

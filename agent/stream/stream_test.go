@@ -167,3 +167,35 @@ func FuzzAssembler(f *testing.F) {
 		}
 	})
 }
+
+func TestCloseWithoutWritesIsUnobserved(t *testing.T) {
+	a := New(Config{})
+	k := Key{TGID: 7, FD: 3}
+	a.Open(k, File{Path: "/w/copied.json", Inode: 9}, t0)
+	c, ok := a.Close(k, t0.Add(time.Millisecond))
+	if !ok || !c.Unobserved || c.File.Path != "/w/copied.json" || len(c.Data) != 0 || c.Complete {
+		t.Fatalf("got %+v ok=%v", c, ok)
+	}
+	// A descriptor we never saw opened says nothing when it closes.
+	if _, ok := a.Close(Key{TGID: 8, FD: 3}, t0); ok {
+		t.Fatal("close of an unknown descriptor emitted content")
+	}
+	// Same at process exit.
+	a.Open(k, File{Path: "/w/mmapped"}, t0)
+	out := a.Exit(7, t0.Add(time.Second))
+	if len(out) != 1 || !out[0].Unobserved || out[0].Reason != Exited {
+		t.Fatalf("exit %+v", out)
+	}
+}
+
+func TestCopyWithoutDataIsIncomplete(t *testing.T) {
+	// copy_file_range/sendfile/splice arrive as writes with a length and no bytes.
+	a := New(Config{})
+	k := Key{TGID: 7, FD: 3}
+	a.Open(k, File{Path: "/w/c"}, t0)
+	a.Write(k, File{}, 0, 4096, nil, t0)
+	c, ok := a.Close(k, t0)
+	if !ok || c.Complete || c.Unobserved || c.BytesWritten != 4096 || c.BytesCaptured != 0 {
+		t.Fatalf("got %+v", c)
+	}
+}
