@@ -33,7 +33,7 @@ var version = "dev"
 const usage = `usage: wardctl [--home DIR] [--socket PATH] <command> [flags]
 
 commands:
-  events [-o table|json] [-f] [--kind KIND] [--agent ID] [--since 1h|RFC3339] [--limit N]
+  events [-o table|json] [-f] [--kind KIND] [--agent ID] [--since 1h|RFC3339] [--limit N | --all]
                                list the newest events (oldest first); -f keeps following
   token create [--ttl 1h] [-o text|json]
                                create a single-use enrolment token (shown once)
@@ -197,8 +197,12 @@ func cmdEvents(ctx context.Context, c *client, args []string, stdout, stderr io.
 	agent := fs.String("agent", "", "only this agent id")
 	since := fs.String("since", "", "only events at or after this time (RFC 3339) or this long ago (e.g. 24h)")
 	limit := fs.Int("limit", 50, "how many of the newest events to list first")
+	all := fs.Bool("all", false, "list every matching event, oldest first (pages through the store)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *all && *follow {
+		return errors.New("--all and -f do not go together: -f already lists from the newest on")
 	}
 	if *output != "table" && *output != "json" {
 		return fmt.Errorf("-o: want table or json, got %q", *output)
@@ -214,6 +218,27 @@ func cmdEvents(ctx context.Context, c *client, args []string, stdout, stderr io.
 	p := &eventPrinter{w: out, json: *output == "json"}
 
 	var last int64
+	if *all {
+		p.header()
+		for {
+			pq := cloneValues(q)
+			pq.Set("after", strconv.FormatInt(last, 10))
+			pq.Set("limit", strconv.Itoa(allPage))
+			resp, err := c.do(ctx, http.MethodGet, "/v1/events?"+pq.Encode(), nil)
+			if err != nil {
+				return err
+			}
+			before := p.lines
+			last, err = p.stream(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			if p.lines-before < allPage {
+				return out.Flush()
+			}
+		}
+	}
 	if *limit > 0 {
 		lq := cloneValues(q)
 		lq.Set("limit", strconv.Itoa(*limit))
@@ -259,6 +284,9 @@ func cmdEvents(ctx context.Context, c *client, args []string, stdout, stderr io.
 	return nil
 }
 
+// allPage is the page size of --all: the admin API's largest.
+const allPage = 10000
+
 func cloneValues(v url.Values) url.Values {
 	out := url.Values{}
 	for k, vs := range v {
@@ -271,6 +299,7 @@ func cloneValues(v url.Values) url.Values {
 // aligned) or passes them through as JSON.
 type eventPrinter struct {
 	w          *bufio.Writer
+	lines      int
 	json       bool
 	flushEach  bool
 	headerDone bool
@@ -296,6 +325,7 @@ func (p *eventPrinter) stream(r io.Reader) (int64, error) {
 			return last, fmt.Errorf("decode event line: %w", err)
 		}
 		last = line.RowID
+		p.lines++
 		if p.json {
 			p.w.Write(sc.Bytes())
 			p.w.WriteByte('\n')
