@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Makes sure the tools a make target needs are here. As root on Debian/Ubuntu it installs
+# what is missing with apt; otherwise it names exactly what to install and fails.
+#   scripts/deps.sh build     Go only (binaries use committed generated code)
+#   scripts/deps.sh generate  + clang, llvm-strip, libbpf headers, protoc
+#   scripts/deps.sh test      + what the tests need (generate's set, rsyslog for SIEM tests)
+set -euo pipefail
+want=${1:-build}
+
+need_go() {
+  if ! command -v go >/dev/null 2>&1; then
+    echo "deps: Go is not installed or not on PATH (need Go 1.26 or later: https://go.dev/dl/)" >&2
+    exit 1
+  fi
+  local v; v=$(go env GOVERSION | sed 's/^go//')
+  local major=${v%%.*} rest=${v#*.}; local minor=${rest%%.*}
+  if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 26 ]; }; then
+    echo "deps: Go $v is too old; Ward needs Go 1.26 or later" >&2
+    exit 1
+  fi
+}
+
+# pkg:probe pairs; probe is a command, or a file path for header-only packages.
+pkgs=()
+case "$want" in
+  build) ;;
+  generate) pkgs=(clang:clang llvm:llvm-strip libbpf-dev:/usr/include/bpf/bpf_helpers.h protobuf-compiler:protoc) ;;
+  test) pkgs=(clang:clang llvm:llvm-strip libbpf-dev:/usr/include/bpf/bpf_helpers.h protobuf-compiler:protoc git:git) ;;
+  *) echo "deps: unknown set $want" >&2; exit 2 ;;
+esac
+need_go
+
+missing=()
+for p in "${pkgs[@]}"; do
+  name=${p%%:*} probe=${p#*:}
+  if [[ $probe == /* ]]; then [ -e "$probe" ] || missing+=("$name")
+  else command -v "$probe" >/dev/null 2>&1 || missing+=("$name"); fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "deps: installing ${missing[*]} with apt-get" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  exit 0
+fi
+echo "deps: missing Debian packages: ${missing[*]}" >&2
+echo "deps: install them with: sudo apt-get install ${missing[*]}" >&2
+exit 1
