@@ -22,7 +22,9 @@ logs="$WARD_HOME/logs"
 mkdir -p "$logs"
 
 pids=()
+stopping=
 cleanup() {
+  stopping=1
   trap - INT TERM EXIT
   if [ ${#pids[@]} -gt 0 ]; then
     echo
@@ -78,4 +80,7 @@ Try it (in another terminal):
 Ctrl-C stops both.
 TXT
 wait -n "${pids[@]}" || true
-echo "a Ward process exited; see $logs" >&2
+if [ -z "$stopping" ]; then
+  echo "a Ward process exited on its own; see $logs" >&2
+  exit 1
+fi

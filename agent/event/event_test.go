@@ -1,0 +1,104 @@
+package event
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+
+	wardv1 "github.com/ward-dlp/ward/api/ward/v1"
+	"github.com/ward-dlp/ward/agent/proc"
+	"github.com/ward-dlp/ward/agent/stream"
+	"github.com/ward-dlp/ward/classifiers/engine"
+	"github.com/ward-dlp/ward/policy"
+)
+
+func TestFindingCarriesProcessFileAndMatchesAtFileOffsets(t *testing.T) {
+	b := NewBuilder("agent-1", &wardv1.Host{Hostname: "ws-12"})
+	at := time.Unix(1_800_000_000, 0)
+	c := stream.Content{File: stream.File{Path: "/w/a.json", Device: 7, Inode: 9}, Base: 4096, Last: at}
+	p := proc.Info{PID: 42, PPID: 1, UID: 1000, User: "nurse1", Exe: "/usr/bin/cp", Args: []string{"cp", "x", "/w/a.json"}, Start: at}
+	ms := []engine.Match{
+		{Detector: "phi.ssn", Class: engine.PHI, Confidence: 85, Count: 2, Offsets: []int64{10, 50}, Masked: []string{"***-**-6789"}, Fingerprints: []string{"ab"}},
+		{Detector: "part2.fhir-label", Class: engine.Part2, Confidence: 95, Count: 1, Offsets: []int64{3}, Masked: []string{"42CFRPart2"}},
+	}
+	d := policy.Decision{Action: policy.ActionAlert, Severity: policy.SeverityHigh, RuleID: "r", Compliance: []string{"42 CFR 2.32"}, Version: "v"}
+	ev, err := b.Finding(c, p, 5000, false, c.Base, ms, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := uuid.Parse(ev.GetId()); err != nil || ev.GetAgentId() != "agent-1" || ev.GetHost().GetHostname() != "ws-12" || !ev.GetTime().AsTime().Equal(at) {
+		t.Fatalf("envelope %v", ev)
+	}
+	f := ev.GetFinding()
+	if f.GetDataClass() != wardv1.DataClass_DATA_CLASS_PART2 || f.GetConfidence() != 95 {
+		t.Fatalf("the most sensitive class must name the finding: %v %d", f.GetDataClass(), f.GetConfidence())
+	}
+	if f.GetFile().GetPath() != "/w/a.json" || f.GetFile().GetSize() != 5000 || f.GetFile().GetContentSource() != wardv1.ContentSource_CONTENT_SOURCE_WRITE_CAPTURE {
+		t.Fatalf("file %v", f.GetFile())
+	}
+	if got := f.GetMatches()[0].GetOffsets(); len(got) != 2 || got[0] != 4106 || got[1] != 4146 {
+		t.Fatalf("offsets must be file offsets: %v", got)
+	}
+	if f.GetProcess().GetUser() != "nurse1" || f.GetProcess().GetArgs()[2] != "/w/a.json" {
+		t.Fatalf("process %v", f.GetProcess())
+	}
+	if f.GetDecision().GetAction() != wardv1.Action_ACTION_ALERT || f.GetDecision().GetSeverity() != wardv1.Severity_SEVERITY_HIGH || f.GetDecision().GetComplianceTags()[0] != "42 CFR 2.32" {
+		t.Fatalf("decision %v", f.GetDecision())
+	}
+	// The wire form round-trips.
+	raw, err := proto.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back wardv1.Event
+	if err := proto.Unmarshal(raw, &back); err != nil || !proto.Equal(&back, ev) {
+		t.Fatalf("round trip: %v", err)
+	}
+}
+
+func TestFindingWithoutMatchesIsAnError(t *testing.T) {
+	b := NewBuilder("a", &wardv1.Host{})
+	if _, err := b.Finding(stream.Content{}, proc.Info{}, 0, false, 0, nil, policy.Decision{}); err == nil {
+		t.Fatal("accepted")
+	}
+}
+
+func TestIdsAreTimeOrderedV7(t *testing.T) {
+	b := NewBuilder("a", &wardv1.Host{})
+	prev := ""
+	for range 100 {
+		id := b.Health(&wardv1.Health{}, time.Now()).GetId()
+		u, err := uuid.Parse(id)
+		if err != nil || u.Version() != 7 {
+			t.Fatalf("id %q is not a UUIDv7", id)
+		}
+		if strings.Compare(id, prev) <= 0 {
+			t.Fatalf("ids not increasing: %s after %s", id, prev)
+		}
+		prev = id
+	}
+}
+
+func TestEnumMappingsAreTotal(t *testing.T) {
+	for _, a := range []policy.Action{policy.ActionRecord, policy.ActionAlert, policy.ActionBlock} {
+		if Action(a) == wardv1.Action_ACTION_UNSPECIFIED {
+			t.Errorf("action %v unmapped", a)
+		}
+	}
+	for s := policy.SeverityInfo; s <= policy.SeverityCritical; s++ {
+		if Severity(s) == wardv1.Severity_SEVERITY_UNSPECIFIED {
+			t.Errorf("severity %v unmapped", s)
+		}
+	}
+	for _, c := range []engine.DataClass{engine.Part2, engine.PHI} {
+		if DataClass(c) == wardv1.DataClass_DATA_CLASS_UNSPECIFIED {
+			t.Errorf("class %v unmapped", c)
+		}
+		if _, ok := PolicyClass(c); !ok {
+			t.Errorf("class %v has no policy name", c)
+		}
+	}
+}
