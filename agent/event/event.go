@@ -13,9 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	wardv1 "github.com/ward-dlp/ward/api/ward/v1"
 	"github.com/ward-dlp/ward/agent/proc"
 	"github.com/ward-dlp/ward/agent/stream"
+	wardv1 "github.com/ward-dlp/ward/api/ward/v1"
 	"github.com/ward-dlp/ward/classifiers/engine"
 	"github.com/ward-dlp/ward/policy"
 )

@@ -8,9 +8,9 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
-	wardv1 "github.com/ward-dlp/ward/api/ward/v1"
 	"github.com/ward-dlp/ward/agent/proc"
 	"github.com/ward-dlp/ward/agent/stream"
+	wardv1 "github.com/ward-dlp/ward/api/ward/v1"
 	"github.com/ward-dlp/ward/classifiers/engine"
 	"github.com/ward-dlp/ward/policy"
 )
