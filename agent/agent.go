@@ -146,7 +146,10 @@ func Run(ctx context.Context, opts Options) error {
 		g.Go(func() error { return a.watches.run(gctx) })
 	}
 	g.Go(func() error { return a.assemble(gctx, records, exits, contents) })
-	workers := max(1, min(runtime.GOMAXPROCS(0), 4))
+	// Workers spend much of their time waiting for the spool's fsync of findings (shared
+	// across concurrent appends), so more of them than cores keeps the CPU busy and lets
+	// group commit batch.
+	workers := min(4*runtime.GOMAXPROCS(0), 16)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -489,6 +492,8 @@ func (a *agent) health() *wardv1.Health {
 	h.Drops["stream.pressure_flushes"] = as.PressureFlushes
 	h.Drops["stream.open_evictions"] = as.OpenEvictions
 	h.Drops["stream.overflows"] = as.Overflows
+	h.Drops["stream.writes_without_open"] = as.WritesWithoutOpen
+	h.Drops["stream.opens_over_live"] = as.OpensOverLive
 	_, misses, evicted := a.procs.Stats()
 	h.Drops["proc.lookup_misses"] = misses
 	h.Drops["proc.evicted"] = evicted

@@ -634,3 +634,46 @@ func TestOversizedEventRefused(t *testing.T) {
 		t.Fatalf("refused event consumed a seq: next is %d", seq)
 	}
 }
+
+// TestConcurrentFindingsShareFsyncs: findings appended from many goroutines at once are all
+// durable (handed to the shipper) when their Append returns, whether their own fsync or a
+// concurrent one covered them.
+func TestConcurrentFindingsShareFsyncs(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	defer s.Close()
+	const writers, each = 8, 200
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				mustAppend(t, s, finding(w*each+i))
+			}
+		}()
+	}
+	wg.Wait()
+	got, err := s.Next(writers*each+10, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != writers*each {
+		t.Fatalf("%d findings shippable after all Appends returned, want %d", len(got), writers*each)
+	}
+}
+
+func BenchmarkAppendFindingsParallel(b *testing.B) {
+	s := open(b, b.TempDir(), Options{MaxBytes: 1 << 30})
+	defer s.Close()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if _, err := s.Append(finding(i)); err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
+}

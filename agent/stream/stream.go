@@ -93,6 +93,11 @@ type Stats struct {
 	OpenEvictions uint64
 	// Overflows counts runs that went past MaxFileBytes (classified from disk instead).
 	Overflows uint64
+	// WritesWithoutOpen and OpensOverLive count descriptors whose open or close record
+	// never arrived (ring-buffer drops, or descriptors opened before the agent started):
+	// the content is still classified, with a path from /proc when it can be found.
+	WritesWithoutOpen uint64
+	OpensOverLive     uint64
 }
 
 type state struct {
@@ -148,6 +153,7 @@ func New(cfg Config) *Assembler {
 func (a *Assembler) Open(k Key, f File, at time.Time) []Content {
 	var out []Content
 	if old, ok := a.streams[k]; ok {
+		a.stats.OpensOverLive++
 		if c, ok := a.emit(old, Closed); ok {
 			out = append(out, c)
 		}
@@ -166,6 +172,7 @@ func (a *Assembler) Write(k Key, f File, offset int64, requested uint64, data []
 	var out []Content
 	s, ok := a.streams[k]
 	if !ok {
+		a.stats.WritesWithoutOpen++
 		out = append(out, a.ensureRoom()...)
 		s = &state{key: k, file: f, base: -1, first: at}
 		a.streams[k] = s
