@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -29,6 +32,7 @@ Usage:
   ward-agent run     [--config FILE] [--state-dir DIR] [--watch DIR[,DIR…]] [--log-level LEVEL]
   ward-agent enroll  --collector HOST:PORT (--token TOKEN | --token-file FILE | $WARD_ENROLL_TOKEN)
                      (--ca-file FILE | --ca-pin sha256:HEX) [--state-dir DIR] [--server-name NAME]
+  ward-agent analyze --pcap FILE [-o text|json] [--sanctioned FILE] [--catalog FILE]
   ward-agent version
 `
 
@@ -43,6 +47,8 @@ func main() {
 		err = runCmd(os.Args[2:])
 	case "enroll":
 		err = enrollCmd(os.Args[2:])
+	case "analyze":
+		err = analyzeCmd(os.Args[2:])
 	case "version", "--version", "-version":
 		fmt.Println("ward-agent", version)
 	case "help", "-h", "--help":
@@ -79,8 +85,14 @@ func runCmd(args []string) error {
 	watch := fs.String("watch", "", "comma-separated directories to watch, added to the config's")
 	level := fs.String("log-level", "", "debug, info, warn or error; overrides the config")
 	format := fs.String("log-format", "text", "text or json")
+	debugAddr := fs.String("debug-addr", "", "serve Go profiling (pprof) on this loopback address, e.g. 127.0.0.1:6060")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *debugAddr != "" {
+		if err := serveDebug(*debugAddr); err != nil {
+			return err
+		}
 	}
 	cfg := config.Default()
 	if *cfgPath != "" {
@@ -110,6 +122,27 @@ func runCmd(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return agent.Run(ctx, agent.Options{Config: cfg, Version: version, Log: log})
+}
+
+// serveDebug exposes pprof for performance work. Loopback only: profiles show file paths.
+func serveDebug(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--debug-addr: %w", err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("--debug-addr must be a loopback address, got %s", addr)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--debug-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go func() { _ = http.Serve(l, mux) }()
+	return nil
 }
 
 func enrollCmd(args []string) error {
