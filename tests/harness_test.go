@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("end-to-end tests load eBPF programs and need root")
@@ -55,7 +55,7 @@ func needRoot(t *testing.T) {
 
 // ward is one collector and one agent, each a real process, sharing a WARD_HOME.
 type ward struct {
-	t         *testing.T
+	t         testing.TB
 	home      string
 	listen    string
 	watch     string
@@ -64,9 +64,10 @@ type ward struct {
 	collector *exec.Cmd
 	agent     *exec.Cmd
 	agentID   string
+	agentArgs []string
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -78,7 +79,7 @@ func freeAddr(t *testing.T) string {
 
 // startWard starts a collector, enrols an agent with a fresh token and starts it watching
 // a new directory.
-func startWard(t *testing.T) *ward {
+func startWard(t testing.TB, extraArgs ...string) *ward {
 	t.Helper()
 	needRoot(t)
 	home := t.TempDir()
@@ -107,6 +108,7 @@ func startWard(t *testing.T) *ward {
 		t.Fatalf("identity.json: %v %s", err, b)
 	}
 	w.agentID = rec.AgentID
+	w.agentArgs = extraArgs
 	w.startAgent()
 	return w
 }
@@ -156,8 +158,8 @@ func (w *ward) startAgent() {
 	w.t.Helper()
 	log := w.logFile("agent.log")
 	defer log.Close()
-	cmd := exec.Command(filepath.Join(binDir, "ward-agent"), "run", "--state-dir", w.agentDir,
-		"--watch", w.watch, "--log-level", "debug")
+	args := append([]string{"run", "--state-dir", w.agentDir, "--watch", w.watch, "--log-level", "debug"}, w.agentArgs...)
+	cmd := exec.Command(filepath.Join(binDir, "ward-agent"), args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
@@ -294,7 +296,7 @@ func (w *ward) waitFor(timeout time.Duration, what string, pred func([]stored) b
 
 // assertNoRaw fails if any raw identifier appears in any file under root: the SQLite
 // database and its WAL, the agent's spool and identity, and every log.
-func assertNoRaw(t *testing.T, root string, raws ...string) {
+func assertNoRaw(t testing.TB, root string, raws ...string) {
 	t.Helper()
 	files := 0
 	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
