@@ -292,10 +292,14 @@ func TestBadInputIsAClearErrorAndNothingCrashes(t *testing.T) {
 	if err == nil {
 		t.Fatal("export with a certificate from another CA was accepted")
 	}
-	if !strings.Contains(err.Error(), "certificate") {
-		t.Errorf("refusal does not say the certificate is the problem: %v", err)
-	}
+	// In TLS 1.3 the client learns of the refusal after its half of the handshake, so the
+	// error is a TLS alert or a broken pipe; what matters is that nothing was stored.
 	t.Logf("rogue certificate refused: %v", err)
+	for _, s := range w.events() {
+		if s.Event.GetId() == "0193a0a0-0000-7000-8000-000000000000" {
+			t.Fatal("the rogue client's event was stored")
+		}
+	}
 
 	// A token works once. The first use authenticates the collector by a CA pin, as a
 	// fleet install would; a wrong pin is refused before the token is sent.
