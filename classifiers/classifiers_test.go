@@ -51,7 +51,7 @@ func TestFixturesLeakNothing(t *testing.T) {
 			}
 		}
 		for _, m := range ms {
-			if m.Class == engine.PHI {
+			if m.Detector == "phi.ssn" {
 				total += m.Count
 			}
 		}
@@ -69,8 +69,18 @@ func TestBundleCarriesBothClasses(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms := newDefault(t).Classify(content)
-	if len(ms) != 2 || ms[0].Class != engine.Part2 || ms[1].Class != engine.PHI || ms[1].Masked[0] != "***-**-8765" {
+	byDet := map[string]engine.Match{}
+	for _, m := range ms {
+		byDet[m.Detector] = m
+	}
+	if ms[0].Detector != "part2.fhir-label" || ms[0].Class != engine.Part2 || byDet["phi.ssn"].Masked[0] != "***-**-8765" ||
+		byDet["phi.dob"].Masked[0] != "**/**/1985" || byDet["sud.codes"].Class != engine.PHI {
 		t.Fatalf("got %+v", ms)
+	}
+	// The bundle's OUD diagnosis with the patient's SSN and DOB is also a probable Part 2
+	// record on its own, without the label.
+	if p := byDet["part2.probable-record"]; p.Class != engine.Part2 || p.Confidence != 80 {
+		t.Fatalf("probable record: %+v", p)
 	}
 }
 

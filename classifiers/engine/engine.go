@@ -89,8 +89,18 @@ type Interest struct {
 	// Literals are ASCII-case-insensitive byte strings; they are a prefilter, so a detector
 	// still validates everything it is handed.
 	Literals []string
-	// DigitRuns asks for the maximal runs of ASCII digits (up to 32 long).
+	// Exact are case-sensitive literals (XML element names, code-system URIs, ICD codes);
+	// their hits carry Literal = len(Literals) + index. Exact literals are cheaper: only one
+	// case of their rarest byte is swept.
+	Exact []string
+	// DigitRuns asks for the maximal runs of MinDigitRun to 32 ASCII digits. Shorter digit
+	// groups (an SSN's area and group) are for the detector to read around a run.
 	DigitRuns bool
+	// Confirm, when set, is asked about every literal hit before it is recorded (literal
+	// indexes Literals then Exact). It lets a detector with a short, common anchor ("42" of
+	// "42 CFR") reject most hits in place instead of growing its hit list; it must be cheap,
+	// look only near off, and be safe for concurrent use.
+	Confirm func(content []byte, off, literal int) bool
 }
 
 // Hit is one occurrence of one of a detector's literals.
@@ -129,6 +139,15 @@ type Detector interface {
 	Detect(s *Scan, r *Reporter)
 }
 
+// Combiner is a detector that runs after all others and sees their matches: it turns
+// co-occurrence (SUD codes next to patient identifiers) into a finding of its own. It is
+// called for every content, with or without hits of its own.
+type Combiner interface {
+	Detector
+	// Combine reports through r what the matches found so far imply together.
+	Combine(found []Match, r *Reporter)
+}
+
 // Stats are monotonic counters of work the engine had to drop or recover from; the agent's
 // health stage ships them so that silent blind spots are visible at the collector.
 type Stats struct {
@@ -143,6 +162,7 @@ type Stats struct {
 type Engine struct {
 	cfg       Config
 	detectors []Detector
+	combiners []Combiner
 	pf        *prefilter
 	scratch   sync.Pool
 	panics    atomic.Uint64
@@ -185,6 +205,11 @@ func New(cfg Config, detectors ...Detector) (*Engine, error) {
 		return nil, fmt.Errorf("engine: compiling anchors: %w", err)
 	}
 	e := &Engine{cfg: cfg, detectors: slices.Clone(detectors), pf: pf}
+	for _, d := range detectors {
+		if c, ok := d.(Combiner); ok {
+			e.combiners = append(e.combiners, c)
+		}
+	}
 	e.scratch.New = func() any { return newScratch(len(detectors)) }
 	return e, nil
 }
@@ -197,6 +222,12 @@ func (e *Engine) Stats() Stats {
 // Classify returns the matches in content, strongest class first. It never panics: a
 // detector that does is counted in Stats and contributes nothing.
 func (e *Engine) Classify(content []byte) []Match {
+	return e.classify(content, nil, true)
+}
+
+// classify runs the detectors, reporting only occurrences whose offset is in own (all when
+// nil), and the combiners when combine is set.
+func (e *Engine) classify(content []byte, own *Span, combine bool) []Match {
 	sc := e.scratch.Get().(*scratch)
 	defer e.scratch.Put(sc)
 	sc.reset()
@@ -214,12 +245,29 @@ func (e *Engine) Classify(content []byte) []Match {
 		if want {
 			s.DigitRuns = sc.runs
 		}
-		r := Reporter{detector: d.Name(), cfg: &e.cfg}
+		r := Reporter{detector: d.Name(), cfg: &e.cfg, own: own}
 		if e.run(d, &s, &r) {
 			out = r.appendMatches(out)
 		}
 	}
+	if combine && len(out) > 0 {
+		out = e.combine(out)
+	}
 	slices.SortStableFunc(out, compareMatches)
+	return out
+}
+
+// combine appends the combiners' matches to out.
+func (e *Engine) combine(out []Match) []Match {
+	{
+		n := len(out)
+		for _, c := range e.combiners {
+			r := Reporter{detector: c.Name(), cfg: &e.cfg}
+			if e.runCombine(c, out[:n], &r) {
+				out = r.appendMatches(out)
+			}
+		}
+	}
 	return out
 }
 
@@ -232,6 +280,18 @@ func (e *Engine) run(d Detector, s *Scan, r *Reporter) (ok bool) {
 		}
 	}()
 	d.Detect(s, r)
+	return true
+}
+
+// runCombine is run for a Combiner.
+func (e *Engine) runCombine(c Combiner, found []Match, r *Reporter) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			e.panics.Add(1)
+			ok = false
+		}
+	}()
+	c.Combine(found, r)
 	return true
 }
 

@@ -15,14 +15,17 @@ var testKey = []byte("engine-test-key-0123456789")
 type recorder struct {
 	name   string
 	lits   []string
+	exact  []string
 	runs   bool
 	hits   []Hit
 	spans  []Span
 	report func(s *Scan, r *Reporter)
 }
 
-func (d *recorder) Name() string       { return d.name }
-func (d *recorder) Interest() Interest { return Interest{Literals: d.lits, DigitRuns: d.runs} }
+func (d *recorder) Name() string { return d.name }
+func (d *recorder) Interest() Interest {
+	return Interest{Literals: d.lits, Exact: d.exact, DigitRuns: d.runs}
+}
 func (d *recorder) Detect(s *Scan, r *Reporter) {
 	d.hits = append(d.hits[:0], s.Hits...)
 	d.spans = append(d.spans[:0], s.DigitRuns...)
@@ -72,6 +75,9 @@ func TestPrefilterMatchesNaive(t *testing.T) {
 			for range 1 + rng.IntN(12) {
 				r.lits = append(r.lits, randStr(1+rng.IntN(20)))
 			}
+			for range rng.IntN(6) {
+				r.exact = append(r.exact, randStr(1+rng.IntN(8)))
+			}
 			dets = append(dets, r)
 			recs = append(recs, r)
 		}
@@ -88,6 +94,11 @@ func TestPrefilterMatchesNaive(t *testing.T) {
 				for li, l := range r.lits {
 					if bytes.HasPrefix(lc[off:], []byte(strings.ToLower(l))) {
 						want = append(want, Hit{li, off})
+					}
+				}
+				for li, l := range r.exact {
+					if bytes.HasPrefix(content[off:], []byte(l)) {
+						want = append(want, Hit{len(r.lits) + li, off})
 					}
 				}
 			}
@@ -134,7 +145,7 @@ func naiveRuns(b []byte) []Span {
 		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
 			j++
 		}
-		if j-i <= maxDigitRun {
+		if j-i >= MinDigitRun && j-i <= maxDigitRun {
 			out = append(out, Span{i, j})
 		}
 		i = j
@@ -260,21 +271,24 @@ func (d detectorFunc) Name() string                { return d.name }
 func (d detectorFunc) Interest() Interest          { return Interest{Literals: []string{"key"}} }
 func (d detectorFunc) Detect(s *Scan, r *Reporter) { d.f(s, r) }
 
-func TestHasDigit(t *testing.T) {
-	for b := range 256 {
-		for pos := range 8 {
-			var buf [8]byte
-			for i := range buf {
-				buf[i] = 'x'
-			}
-			buf[pos] = byte(b)
-			x := uint64(0)
-			for i := 7; i >= 0; i-- {
-				x = x<<8 | uint64(buf[i])
-			}
-			if got, want := hasDigit(x), b >= '0' && b <= '9'; got != want {
-				t.Fatalf("byte %#x at %d: %v, want %v", b, pos, got, want)
-			}
-		}
+// TestConfirmFiltersHits checks that a detector's Confirm sees every candidate and that
+// rejected hits never reach Detect.
+func TestConfirmFiltersHits(t *testing.T) {
+	d := &confirmer{recorder: recorder{name: "c", lits: []string{"42"}}}
+	e, err := New(Config{FingerprintKey: testKey}, d)
+	if err != nil {
+		t.Fatal(err)
 	}
+	e.Classify([]byte("142 42 CFR 42x 42 cfr"))
+	if fmt.Sprint(d.hits) != "[{0 4} {0 15}]" {
+		t.Fatalf("hits %v", d.hits)
+	}
+}
+
+type confirmer struct{ recorder }
+
+func (d *confirmer) Interest() Interest {
+	return Interest{Literals: d.lits, Confirm: func(b []byte, off, lit int) bool {
+		return (off == 0 || b[off-1] == ' ') && bytes.HasPrefix(bytes.ToLower(b[off+2:]), []byte(" cfr"))
+	}}
 }

@@ -2,58 +2,88 @@ package engine
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
-	"math/bits"
 	"slices"
 )
 
-// prefilter finds every detector's literals and the digit runs in one pass.
+// prefilter finds every detector's literals and the long digit runs in one pass over the
+// content, without touching most bytes in Go code.
 //
-// Literals are reduced to short keys (their first K bytes, K chosen at build time so that
-// all keys fit one or two 64-bit words) and the keys are run through a multi-pattern
-// Shift-And automaton: each key owns a run of bits, and one shift/or/and per word per byte
-// advances all of them at once, branch-free until a key completes. A completed key is
-// verified against the full literals that start with it. The full engine can replace this
-// with Aho-Corasick or a SIMD prefilter behind the same scan().
+// Each literal is represented by one "rare byte": the position in it whose byte is least
+// frequent in clinical text (byteCost), preferring bytes other literals already chose so
+// that the set of distinct bytes stays small. The scan is then one bytes.IndexByte sweep per
+// distinct byte (SIMD in the Go runtime, tens of GB/s when the byte is rare); each
+// occurrence is verified against the literals that chose that byte at that position. A
+// case-insensitive literal whose rare byte is a letter sweeps both cases. Digit runs are
+// found by probing every fourth byte (a run of four or more digits always contains a probe)
+// and growing the run around a digit probe.
 type prefilter struct {
-	words    []pfWord
-	keys     []pfKey
 	lits     []pfLit
+	sweeps   []pfSweep
 	wantRuns []bool // per detector
 	anyRuns  bool
 }
 
-// pfWord is one 64-bit lane of the automaton.
-type pfWord struct {
-	mask   [256]uint64 // bit i set when a byte may appear at position i of its key
-	start  uint64      // first bit of each key
-	end    uint64      // last bit of each key
-	endKey [64]int32   // key id by end bit
-}
-
-// pfKey is a literal prefix and the literals sharing it.
-type pfKey struct {
-	n    int
-	lits []int32
-}
-
-// pfLit is one distinct (case-folded) literal and the detectors subscribed to it.
+// pfLit is one distinct literal (folded when case-insensitive) and its subscribers.
 type pfLit struct {
 	text []byte
+	fold bool
+	pos  int // index of the rare byte in text
 	subs []pfSub
 }
 
-type pfSub struct{ det, local int }
+type pfSub struct {
+	det, local int
+	confirm    func(content []byte, off, literal int) bool
+}
 
-const (
-	// maxKeyLen and minKeyLen bound the key length; shorter keys fit fewer words but
-	// verify more often.
-	maxKeyLen = 8
-	minKeyLen = 3
-	// targetWords is the automaton width the key length is shortened to fit, if it can.
-	targetWords = 1
-)
+// pfSweep is one byte value searched with IndexByte and the literals anchored on it.
+type pfSweep struct {
+	b    byte
+	lits []int32
+}
+
+// byteCost is an estimate of how often each byte occurs in clinical documents, per 10 000
+// bytes (English letter frequencies scaled by prose, digits and punctuation from notes and
+// exports). Only the ranking matters: it decides which byte of a literal is swept.
+func byteCost(c byte) int {
+	const lowerFreq = "" + // a..z
+		"\x41\x0c\x16\x22\x64\x12\x10\x31\x39\x02\x06\x20\x14\x37\x3c\x0f\x01\x31\x33\x4b\x16\x08\x13\x02\x10\x01"
+	switch {
+	case 'a' <= c && c <= 'z':
+		return int(lowerFreq[c-'a']) * 10
+	case 'A' <= c && c <= 'Z':
+		switch c {
+		case 'T', 'S', 'A', 'I', 'P', 'C', 'M', 'H', 'R', 'B', 'D', 'N':
+			return 25
+		case 'Q', 'Z', 'X', 'J', 'K', 'Y', 'V', 'U':
+			return 3
+		}
+		return 10
+	case '0' <= c && c <= '9':
+		if c <= '2' {
+			return 60
+		}
+		return 40
+	case c == ' ':
+		return 1600
+	case c == '\n' || c == '\r' || c == '\t':
+		return 200
+	case c == '.' || c == ',':
+		return 100
+	case c == '-' || c == '/' || c == ':' || c == '(' || c == ')' || c == '"' || c == '\'':
+		return 30
+	case c == '|' || c == '@' || c == '#' || c == '^' || c == '~' || c == '\\' || c == '_' || c == '{' || c == '}' || c == '[' || c == ']':
+		return 3
+	case c >= 0x80:
+		return 10
+	}
+	return 5
+}
+
+// sweepPenalty is the cost of adding one more IndexByte sweep, in byteCost units: a sweep
+// over a byte that never occurs still reads the whole content once.
+const sweepPenalty = 50
 
 func lower(c byte) byte {
 	if 'A' <= c && c <= 'Z' {
@@ -62,76 +92,141 @@ func lower(c byte) byte {
 	return c
 }
 
+func upper(c byte) byte {
+	if 'a' <= c && c <= 'z' {
+		return c - 'a' + 'A'
+	}
+	return c
+}
+
+func isASCIILetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+
 func newPrefilter(interests []Interest) (*prefilter, error) {
 	p := &prefilter{wantRuns: make([]bool, len(interests))}
 	ids := map[string]int{}
+	add := func(d, local int, l string, fold bool, confirm func([]byte, int, int) bool) error {
+		if len(l) == 0 || len(l) > 64 {
+			return fmt.Errorf("detector %d literal %d: length %d not in 1..64", d, local, len(l))
+		}
+		f := []byte(l)
+		key := "x" + l
+		if fold {
+			f = bytes.ToLower(f)
+			key = "f" + string(f)
+		}
+		id, ok := ids[key]
+		if !ok {
+			id = len(p.lits)
+			ids[key] = id
+			p.lits = append(p.lits, pfLit{text: f, fold: fold})
+		}
+		p.lits[id].subs = append(p.lits[id].subs, pfSub{det: d, local: local, confirm: confirm})
+		return nil
+	}
 	for d, in := range interests {
 		p.wantRuns[d] = in.DigitRuns
 		p.anyRuns = p.anyRuns || in.DigitRuns
 		for j, l := range in.Literals {
-			if len(l) == 0 || len(l) > 64 {
-				return nil, fmt.Errorf("detector %d literal %d: length %d not in 1..64", d, j, len(l))
+			if err := add(d, j, l, true, in.Confirm); err != nil {
+				return nil, err
 			}
-			f := bytes.ToLower([]byte(l))
-			id, ok := ids[string(f)]
-			if !ok {
-				id = len(p.lits)
-				ids[string(f)] = id
-				p.lits = append(p.lits, pfLit{text: f})
+		}
+		for j, l := range in.Exact {
+			if err := add(d, len(in.Literals)+j, l, false, in.Confirm); err != nil {
+				return nil, err
 			}
-			p.lits[id].subs = append(p.lits[id].subs, pfSub{det: d, local: j})
 		}
 	}
-	k := maxKeyLen
-	for k > minKeyLen && p.layout(k, false) > targetWords {
-		k--
-	}
-	p.layout(k, true)
+	p.plan()
 	return p, nil
 }
 
-// layout assigns keys of length at most k to words and returns how many words they take;
-// with build set it also fills the automaton.
-func (p *prefilter) layout(k int, build bool) int {
-	keyIDs := map[string]int{}
-	var keys []pfKey
-	var texts []string
-	for id, l := range p.lits {
-		t := string(l.text[:min(k, len(l.text))])
-		kid, ok := keyIDs[t]
-		if !ok {
-			kid = len(keys)
-			keyIDs[t] = kid
-			keys = append(keys, pfKey{n: len(t)})
-			texts = append(texts, t)
+// plan chooses each literal's rare byte. Literals are placed rarest-first so that later,
+// more common ones can join a sweep that already exists instead of opening a new one.
+func (p *prefilter) plan() {
+	cost := func(l *pfLit, i int) int {
+		c := l.text[i]
+		if l.fold && isASCIILetter(c) {
+			return byteCost(lower(c)) + byteCost(upper(c))
 		}
-		keys[kid].lits = append(keys[kid].lits, int32(id))
+		return byteCost(c)
 	}
-	var words []pfWord
-	used := 64 // force a new word first
-	for id, t := range texts {
-		if used+len(t) > 64 {
-			words = append(words, pfWord{})
-			used = 0
-		}
-		w := &words[len(words)-1]
-		w.start |= 1 << used
-		for i := 0; i < len(t); i++ {
-			c := t[i]
-			w.mask[c] |= 1 << (used + i)
-			if 'a' <= c && c <= 'z' {
-				w.mask[c-'a'+'A'] |= 1 << (used + i)
+	best := func(l *pfLit) (int, int) {
+		bi, bc := 0, 1<<30
+		for i := range l.text {
+			if c := cost(l, i); c < bc {
+				bi, bc = i, c
 			}
 		}
-		endBit := used + len(t) - 1
-		w.end |= 1 << endBit
-		w.endKey[endBit] = int32(id)
-		used += len(t)
+		return bi, bc
 	}
-	if build {
-		p.words, p.keys = words, keys
+	order := make([]int, len(p.lits))
+	for i := range order {
+		order[i] = i
 	}
-	return len(words)
+	slices.SortStableFunc(order, func(a, b int) int {
+		_, ca := best(&p.lits[a])
+		_, cb := best(&p.lits[b])
+		return ca - cb
+	})
+	sweepOf := map[byte]int{}
+	open := func(b byte) int {
+		if s, ok := sweepOf[b]; ok && s >= 0 {
+			return s
+		}
+		sweepOf[b] = len(p.sweeps)
+		p.sweeps = append(p.sweeps, pfSweep{b: b})
+		return len(p.sweeps) - 1
+	}
+	// Two rounds: the second re-places every literal knowing which sweeps the first round
+	// opened, so a literal placed early can still join a sweep opened after it.
+	for round := 0; round < 2; round++ {
+		if round == 1 {
+			used := map[byte]bool{}
+			for _, s := range p.sweeps {
+				used[s.b] = true
+			}
+			p.sweeps = p.sweeps[:0]
+			clear(sweepOf)
+			for b := range used {
+				sweepOf[b] = -1 // known to be worth opening; created on first use
+			}
+		}
+		p.placeAll(order, cost, sweepOf, open)
+	}
+}
+
+func (p *prefilter) placeAll(order []int, cost func(*pfLit, int) int, sweepOf map[byte]int, open func(byte) int) {
+	for _, id := range order {
+		l := &p.lits[id]
+		bi, bc := 0, 1<<30
+		for i := range l.text {
+			c := cost(l, i)
+			variants := []byte{l.text[i]}
+			if l.fold && isASCIILetter(l.text[i]) {
+				variants = []byte{lower(l.text[i]), upper(l.text[i])}
+			}
+			for _, v := range variants {
+				if _, ok := sweepOf[v]; !ok {
+					c += sweepPenalty
+				}
+			}
+			if c < bc {
+				bi, bc = i, c
+			}
+		}
+		l.pos = bi
+		c := l.text[bi]
+		if l.fold && isASCIILetter(c) {
+			s := open(lower(c))
+			p.sweeps[s].lits = append(p.sweeps[s].lits, int32(id))
+			s = open(upper(c))
+			p.sweeps[s].lits = append(p.sweeps[s].lits, int32(id))
+		} else {
+			s := open(c)
+			p.sweeps[s].lits = append(p.sweeps[s].lits, int32(id))
+		}
+	}
 }
 
 // scratch is the per-call working memory, pooled by the engine.
@@ -140,7 +235,6 @@ type scratch struct {
 	truncated []bool
 	runs      []Span
 	dropped   int
-	state     []uint64
 }
 
 func newScratch(nDet int) *scratch {
@@ -163,16 +257,13 @@ func (s *scratch) reset() {
 }
 
 func (p *prefilter) scan(content []byte, sc *scratch) {
-	if len(p.words) == 1 {
-		p.scan1(content, sc)
-	} else {
-		p.scanN(content, sc)
+	for si := range p.sweeps {
+		p.sweep(&p.sweeps[si], content, sc)
 	}
 	if p.anyRuns {
-		p.digitRuns(content, sc)
+		digitRuns(content, sc)
 	}
-	// Hits arrive in order of their key's last byte; literals of different lengths can
-	// invert start order, so restore it (the check is linear, the sort usually skipped).
+	// Sweeps deliver hits byte value by byte value; restore offset order per detector.
 	for d := range sc.hits {
 		if h := sc.hits[d]; !slices.IsSortedFunc(h, cmpHit) {
 			slices.SortStableFunc(h, cmpHit)
@@ -182,98 +273,76 @@ func (p *prefilter) scan(content []byte, sc *scratch) {
 
 func cmpHit(a, b Hit) int { return a.Off - b.Off }
 
-// scan1 is the one-word automaton with its state in a register.
-func (p *prefilter) scan1(content []byte, sc *scratch) {
-	w := &p.words[0]
-	var s uint64
-	for i, c := range content {
-		s = ((s << 1) | w.start) & w.mask[c]
-		if s&w.end != 0 {
-			p.emit(w, s&w.end, i, content, sc)
+// sweep finds every occurrence of one byte and verifies the literals anchored on it.
+func (p *prefilter) sweep(s *pfSweep, content []byte, sc *scratch) {
+	base := 0
+	for {
+		i := bytes.IndexByte(content[base:], s.b)
+		if i < 0 {
+			return
 		}
-	}
-}
-
-// scanN runs any number of words.
-func (p *prefilter) scanN(content []byte, sc *scratch) {
-	if cap(sc.state) < len(p.words) {
-		sc.state = make([]uint64, len(p.words))
-	}
-	state := sc.state[:len(p.words)]
-	clear(state)
-	for i, c := range content {
-		for w := range p.words {
-			pw := &p.words[w]
-			s := ((state[w] << 1) | pw.start) & pw.mask[c]
-			state[w] = s
-			if e := s & pw.end; e != 0 {
-				p.emit(pw, e, i, content, sc)
-			}
-		}
-	}
-}
-
-// digitRuns records maximal runs of ASCII digits. It is a separate loop that skips eight
-// digit-free bytes at a time (SWAR), cheaper than a branch in the automaton loop.
-func (p *prefilter) digitRuns(content []byte, sc *scratch) {
-	i := 0
-	for i < len(content) {
-		for i+8 <= len(content) && !hasDigit(binary.LittleEndian.Uint64(content[i:])) {
-			i += 8
-		}
-		if i >= len(content) {
-			break
-		}
-		if content[i]-'0' >= 10 {
-			i++
-			continue
-		}
-		j := i + 1
-		for j < len(content) && content[j]-'0' < 10 {
-			j++
-		}
-		if j-i <= maxDigitRun {
-			sc.runs = append(sc.runs, Span{i, j})
-		}
-		i = j
-	}
-}
-
-// hasDigit reports whether any byte of x is an ASCII digit ('0' < b+1 && b < '9'+1),
-// with the "has byte between" bit trick; bytes >= 0x80 never count.
-func hasDigit(x uint64) bool {
-	const (
-		ones = 0x0101010101010101
-		low7 = ones * 127
-		high = ones * 128
-		m    = '0' - 1
-		n    = '9' + 1
-	)
-	return (ones*(127+n)-(x&low7))&^x&((x&low7)+ones*(127-m))&high != 0
-}
-
-// emit verifies the literals behind each completed key (ending at byte i) and hands
-// confirmed hits to their detectors.
-func (p *prefilter) emit(pw *pfWord, e uint64, i int, content []byte, sc *scratch) {
-	for e != 0 {
-		b := bits.TrailingZeros64(e)
-		e &= e - 1
-		k := &p.keys[pw.endKey[b]]
-		off := i - k.n + 1
-		for _, id := range k.lits {
+		at := base + i
+		base = at + 1
+		for _, id := range s.lits {
 			l := &p.lits[id]
-			if len(l.text) > k.n && !hasFoldedPrefix(content[off:], l.text) {
+			off := at - l.pos
+			if off < 0 || off+len(l.text) > len(content) {
 				continue
 			}
-			for _, sub := range l.subs {
-				if len(sc.hits[sub.det]) >= maxHitsPerDetector {
-					sc.truncated[sub.det] = true
-					sc.dropped++
+			if l.fold {
+				if !hasFoldedPrefix(content[off:], l.text) {
 					continue
 				}
-				sc.hits[sub.det] = append(sc.hits[sub.det], Hit{Literal: sub.local, Off: off})
+			} else if !bytes.HasPrefix(content[off:], l.text) {
+				continue
 			}
+			p.record(l, off, content, sc)
 		}
+	}
+}
+
+func (p *prefilter) record(l *pfLit, off int, content []byte, sc *scratch) {
+	for _, sub := range l.subs {
+		if sub.confirm != nil && !sub.confirm(content, off, sub.local) {
+			continue
+		}
+		if len(sc.hits[sub.det]) >= maxHitsPerDetector {
+			sc.truncated[sub.det] = true
+			sc.dropped++
+			continue
+		}
+		sc.hits[sub.det] = append(sc.hits[sub.det], Hit{Literal: sub.local, Off: off})
+	}
+}
+
+// MinDigitRun is the shortest digit run the shared pass reports. Every identifier that can
+// be reported without a label or keyword anchor (SSN serials, NPIs, phone line numbers,
+// years, HCPCS and taxonomy codes, MRNs) contains a run at least this long, so detectors
+// look at shorter groups only around one.
+const MinDigitRun = 4
+
+// digitRuns records maximal runs of MinDigitRun..maxDigitRun ASCII digits. It probes every
+// MinDigitRun-th byte: a run that long always covers a probe, and prose without long
+// numbers costs one compare per four bytes.
+func digitRuns(content []byte, sc *scratch) {
+	n := len(content)
+	for i := MinDigitRun - 1; i < n; i += MinDigitRun {
+		if content[i]-'0' >= 10 {
+			continue
+		}
+		s, e := i, i+1
+		for s > 0 && content[s-1]-'0' < 10 {
+			s--
+		}
+		for e < n && content[e]-'0' < 10 {
+			e++
+		}
+		if l := e - s; l >= MinDigitRun && l <= maxDigitRun {
+			sc.runs = append(sc.runs, Span{s, e})
+		}
+		// content[e] is not a digit; the next run starts after it, and any run of
+		// MinDigitRun digits from there on covers e+MinDigitRun.
+		i = e
 	}
 }
 

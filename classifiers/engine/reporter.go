@@ -13,9 +13,12 @@ import (
 type Reporter struct {
 	detector string
 	cfg      *Config
-	mac      hash.Hash
-	buckets  []bucket
-	sum      [sha256.Size]byte
+	// own is the half-open range of offsets this call reports (streaming windows overlap,
+	// and an occurrence belongs to exactly one of them); nil for all.
+	own     *Span
+	mac     hash.Hash
+	buckets []bucket
+	sum     [sha256.Size]byte
 }
 
 // bucket aggregates the occurrences of one class.
@@ -54,6 +57,9 @@ func (r *Reporter) Label(class DataClass, confidence int, off int, label, normal
 
 func (r *Reporter) bucket(class DataClass, confidence, off int, evidence string) *bucket {
 	if class == ClassUnspecified {
+		return nil
+	}
+	if r.own != nil && off >= 0 && (off < r.own.Start || off >= r.own.End) {
 		return nil
 	}
 	confidence = max(0, min(100, confidence))

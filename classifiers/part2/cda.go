@@ -21,9 +21,10 @@ func NewCDA() *CDA { return &CDA{m: newNoticeMatcher()} }
 // Name implements engine.Detector.
 func (*CDA) Name() string { return "part2.cda" }
 
-// Interest implements engine.Detector: no CDA Part 2 marking exists without one of these.
+// Interest implements engine.Detector: every C-CDA carries HL7 OIDs (templateId roots,
+// the confidentialityCode system 2.16.840.1.113883.5.25), so one exact anchor finds them.
 func (*CDA) Interest() engine.Interest {
-	return engine.Interest{Literals: []string{"confidentialityCode", "113883.5."}}
+	return engine.Interest{Exact: []string{"113883."}}
 }
 
 // Detect implements engine.Detector. A CDA file is one document: one occurrence at most.

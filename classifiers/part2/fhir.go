@@ -20,14 +20,20 @@ func NewFHIRLabels() *FHIRLabels { return &FHIRLabels{} }
 // Name implements engine.Detector.
 func (*FHIRLabels) Name() string { return "part2.fhir-label" }
 
-// Interest implements engine.Detector: a label cannot count without one of these systems.
+// Interest implements engine.Detector: a label cannot count without one of the trusted
+// systems, and every one of them is an hl7.org URI or an HL7 OID (2.16.840.1.113883...).
+// System strings are case-sensitive, so the anchors are exact.
 func (*FHIRLabels) Interest() engine.Interest {
-	return engine.Interest{Literals: []string{"ActCode", "PrivacyLaw", "113883.5.", "v2-0177", "v2/0177", "113883.18.92"}}
+	return engine.Interest{Exact: []string{"hl7.org", "113883."}}
 }
 
 // Detect implements engine.Detector. One occurrence is reported per labelled resource.
 func (*FHIRLabels) Detect(s *engine.Scan, r *engine.Reporter) {
-	walkFHIR(s.Content, func(ls *labelSet) {
+	walk := walkFHIR
+	if isXML(s.Content) {
+		walk = walkFHIRXML
+	}
+	walk(s.Content, func(ls *labelSet) {
 		conf, withR, ok := ls.verdict()
 		if !ok {
 			return
@@ -79,6 +85,13 @@ func walkFHIR(content []byte, emit func(*labelSet)) {
 		}
 		pos = max(end, start+1) - 1 + nl + 1
 	}
+}
+
+// isXML reports whether the first non-blank byte (after a BOM) is '<': FHIR XML rather than
+// JSON or NDJSON.
+func isXML(b []byte) bool {
+	b = bytes.TrimLeft(b[skipBOM(b):], " \t\r\n")
+	return len(b) > 0 && b[0] == '<'
 }
 
 func skipBOM(b []byte) int {

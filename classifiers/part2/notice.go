@@ -19,12 +19,65 @@ func NewNotice() *Notice { return &Notice{m: newNoticeMatcher()} }
 // Name implements engine.Detector.
 func (*Notice) Name() string { return "part2.notice" }
 
-// Interest implements engine.Detector. Every wording cites 42 CFR part 2 and the headings
-// say "redisclosure" or "recipient"; single words, so no line break can split an anchor,
-// and rare in clinical prose (unlike "disclosed" or "authorization").
+// Interest implements engine.Detector. Every wording of the notice cites "42 CFR part 2"
+// (or 42 C.F.R., 42CFRPart2), so the anchor is the "42" of the citation, confirmed in place
+// by a CFR that follows it across whitespace, line breaks and escapes. Digits are far
+// rarer than the letters of "cfr" in prose, which keeps the shared pass fast.
 func (*Notice) Interest() engine.Interest {
-	return engine.Interest{Literals: []string{"cfr", "c.f.r", "redisclos", "recipient"}}
+	return engine.Interest{Literals: []string{"42"}, Confirm: citesCFR}
 }
+
+// citesCFR reports whether the "42" at off is the title of a CFR citation: not inside a
+// longer number, followed within a few bytes of blanks, markup and escapes by "cfr" or
+// "c.f.r" in any case.
+func citesCFR(b []byte, off, _ int) bool {
+	if off > 0 && (isDigitByte(b[off-1]) || b[off-1] == '.') {
+		return false
+	}
+	i := off + 2
+	end := min(len(b), i+24)
+	for i < end {
+		c := b[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == 0xa0 || c == 0xc2:
+			i++
+		case c == '\\' || c == '&' || c == '<':
+			// \.br\ \X0A\ &nbsp; &#160; <br/>: skip to the closing byte.
+			close := byte('\\')
+			switch c {
+			case '&':
+				close = ';'
+			case '<':
+				close = '>'
+			}
+			j := bytes.IndexByte(b[i+1:end], close)
+			if j < 0 {
+				return false
+			}
+			i += j + 2
+		case c == 'c' || c == 'C':
+			rest := b[i:]
+			return hasFold(rest, "cfr") || hasFold(rest, "c.f.r") || hasFold(rest, "c. f. r")
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+func hasFold(b []byte, lit string) bool {
+	if len(b) < len(lit) {
+		return false
+	}
+	for i := 0; i < len(lit); i++ {
+		if lower(b[i]) != lit[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func isDigitByte(c byte) bool { return '0' <= c && c <= '9' }
 
 const (
 	// noticeWindow is taken on each side of an anchor; the longest (2024) notice is ~1.8 KB.

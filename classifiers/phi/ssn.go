@@ -4,8 +4,6 @@
 package phi
 
 import (
-	"slices"
-
 	"github.com/ward-dlp/ward/classifiers/engine"
 )
 
@@ -38,7 +36,9 @@ func (*SSN) Name() string { return "phi.ssn" }
 // ssnKeywords are the context words, with the name used in evidence. The OID is FHIR's
 // and CDA's identifier system for SSNs (2.16.840.1.113883.4.1); "ssn" also covers
 // http://hl7.org/fhir/sid/us-ssn.
-var ssnKeywords = []struct{ lit, name string }{
+var ssnKeywordsSet = newKeywordSet(ssnKeywords)
+
+var ssnKeywords = []keyword{
 	{"ssn", "ssn"},
 	{"social security", "social-security"},
 	{"soc sec", "soc-sec"},
@@ -48,14 +48,9 @@ var ssnKeywords = []struct{ lit, name string }{
 	{"113883.4.1", "oid-2.16.840.1.113883.4.1"},
 }
 
-// Interest implements engine.Detector.
-func (*SSN) Interest() engine.Interest {
-	lits := make([]string, len(ssnKeywords))
-	for i, k := range ssnKeywords {
-		lits[i] = k.lit
-	}
-	return engine.Interest{Literals: lits, DigitRuns: true}
-}
+// Interest implements engine.Detector. Keywords are not anchors: they are looked up only
+// around a valid number, which is far rarer than the letters "ssn" in prose.
+func (*SSN) Interest() engine.Interest { return engine.Interest{DigitRuns: true} }
 
 const (
 	// keywordBefore and keywordAfter bound how far a keyword may sit from the number
@@ -64,34 +59,34 @@ const (
 	keywordAfter  = 64
 )
 
-// Detect implements engine.Detector.
+// Detect implements engine.Detector. Every SSN ends in a four-digit serial or is nine bare
+// digits, so each digit run of four or nine is a candidate; the area and group are read
+// back from the run.
 func (d *SSN) Detect(s *engine.Scan, r *engine.Reporter) {
 	b := s.Content
-	kws := validKeywords(b, s.Hits)
-	runs := s.DigitRuns
 	var norm [9]byte
-	for i := 0; i < len(runs); i++ {
-		a := runs[i]
+	for _, run := range s.DigitRuns {
 		var start, end, format int
-		switch {
-		case a.End-a.Start == 3 && i+2 < len(runs):
-			g, sr := runs[i+1], runs[i+2]
-			if g.Start != a.End+1 || sr.Start != g.End+1 || g.End-g.Start != 2 || sr.End-sr.Start != 4 {
+		switch run.End - run.Start {
+		case 4:
+			// ddd?dd?dddd with ? one of '-' or ' ', the same both times.
+			st := run.Start
+			if st < 7 {
 				continue
 			}
-			d1, d2 := b[a.End], b[g.End]
-			if d1 != d2 || (d1 != '-' && d1 != ' ') { // mixed or other delimiters
+			d2, d1 := b[st-1], b[st-4]
+			if d1 != d2 || (d1 != '-' && d1 != ' ') || digitsBefore(b, st-1) != 2 || digitsBefore(b, st-4) != 3 {
 				continue
 			}
-			start, end = a.Start, sr.End
+			start, end = st-7, run.End
 			if d1 == ' ' {
 				format = 1
 			}
-			copy(norm[0:3], b[a.Start:a.End])
-			copy(norm[3:5], b[g.Start:g.End])
-			copy(norm[5:9], b[sr.Start:sr.End])
-		case a.End-a.Start == 9:
-			start, end, format = a.Start, a.End, 2
+			copy(norm[0:3], b[start:start+3])
+			copy(norm[3:5], b[start+4:start+6])
+			copy(norm[5:9], b[st:run.End])
+		case 9:
+			start, end, format = run.Start, run.End, 2
 			copy(norm[:], b[start:end])
 		default:
 			continue
@@ -99,7 +94,7 @@ func (d *SSN) Detect(s *engine.Scan, r *engine.Reporter) {
 		if !bounded(b, start, end, format != 0) || !validSSN(norm) {
 			continue
 		}
-		kw := nearestKeyword(kws, start, end)
+		kw := findKeyword(b, start-keywordBefore, end+keywordAfter, ssnKeywordsSet)
 		conf := 0
 		switch {
 		case format == 2 && kw < 0:
@@ -111,50 +106,9 @@ func (d *SSN) Detect(s *engine.Scan, r *engine.Reporter) {
 		default:
 			conf = 65
 		}
-		ev := d.evidence[format][0]
-		if kw >= 0 {
-			ev = d.evidence[format][kws[kw].Literal+1]
-		}
+		ev := d.evidence[format][kw+1]
 		r.Identifier(engine.PHI, conf, start, b[start:end], norm[:], ev)
-		if format != 2 {
-			i += 2
-		}
 	}
-}
-
-// validKeywords drops keyword hits inside longer words ("classname" contains "ssn"),
-// allowing camelCase ("patientSSN") and plurals ("SSNs").
-func validKeywords(b []byte, hits []engine.Hit) []engine.Hit {
-	out := hits[:0:0]
-	for _, h := range hits {
-		lit := ssnKeywords[h.Literal].lit
-		end := h.Off + len(lit)
-		if h.Off > 0 && isLetter(b[h.Off-1]) && !(isLower(b[h.Off-1]) && isUpper(b[h.Off])) && lit != "113883.4.1" {
-			continue
-		}
-		if end < len(b) {
-			c := b[end]
-			if lit == "113883.4.1" {
-				if isDigit(c) || c == '.' && end+1 < len(b) && isDigit(b[end+1]) {
-					continue // 2.16.840.1.113883.4.10 and deeper OIDs are other identifiers
-				}
-			} else if isLetter(c) && !(c == 's' || c == 'S') || (c == 's' || c == 'S') && end+1 < len(b) && isLetter(b[end+1]) {
-				continue
-			}
-		}
-		out = append(out, h)
-	}
-	return out
-}
-
-// nearestKeyword returns the index in kws of a keyword within the window around
-// [start, end), or -1. kws is in offset order.
-func nearestKeyword(kws []engine.Hit, start, end int) int {
-	i, _ := slices.BinarySearchFunc(kws, start-keywordBefore, func(h engine.Hit, t int) int { return h.Off - t })
-	if i < len(kws) && kws[i].Off <= end+keywordAfter {
-		return i
-	}
-	return -1
 }
 
 // bounded rejects numbers that are part of something longer: letters or digits touching

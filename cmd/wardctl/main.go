@@ -39,6 +39,10 @@ commands:
                                create a single-use enrolment token (shown once)
   agents [-o table|json]       list enrolled agents
   agents revoke ID             revoke an agent; its certificate is refused from its next call
+  edm keygen -o KEYFILE        write a new random EDM key (hex, 0600); local, offline
+  edm build --key-file KEYFILE -o OUT.edm PATIENTS.csv
+                               hash a Part 2 patient index (mrn, ssn, last_name+dob columns)
+                               into a salted, keyed set for agents; no plaintext is written
   version                      print the version
 
 The socket is $WARD_HOME/collector/admin.sock (WARD_HOME defaults to ./.ward).
@@ -79,8 +83,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		path = collector.DefaultAdminSocket(abs)
 	}
-	c := newClient(path)
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	if cmd == "edm" {
+		return cmdEDM(rest, stdout, stderr)
+	}
+	c := newClient(path)
 	switch cmd {
 	case "events":
 		return cmdEvents(ctx, c, rest, stdout, stderr)

@@ -1,0 +1,418 @@
+package phi
+
+import (
+	"bytes"
+
+	"github.com/ward-dlp/ward/classifiers/engine"
+)
+
+// DOB finds dates of birth: a calendar-valid date (04/12/1985, 4-12-85, 1985-04-12,
+// 12.04.1985, "April 12, 1985") within a short window after a birth keyword. Dates alone
+// are everywhere in clinical text (visits, orders) and are not reported.
+type DOB struct{}
+
+// NewDOB returns the date-of-birth detector.
+func NewDOB() *DOB { return &DOB{} }
+
+// Name implements engine.Detector.
+func (*DOB) Name() string { return "phi.dob" }
+
+var dobKeywordsSet = newKeywordSet(dobKeywords)
+
+var dobKeywords = []keyword{
+	{"dob", "dob"}, {"birthtime", "birthtime"}, {"dmg*d8*", "x12-dmg"}, {"d.o.b", "dob"}, {"date of birth", "date-of-birth"}, {"birth date", "birth-date"},
+	{"birthdate", "birthdate"}, {"born", "born"}, {"birthday", "birthday"}, {"birthdate\"", "birthdate"},
+}
+
+// Interest implements engine.Detector: four-digit years come from the digit runs; dates
+// with two-digit years are read after an upper-case DOB label.
+func (*DOB) Interest() engine.Interest {
+	return engine.Interest{DigitRuns: true, Exact: []string{"DOB", "D.O.B", "Dob"}}
+}
+
+// dobBefore is how far before the date a keyword may sit ("DOB: ", "Date of birth .... ").
+const dobBefore = 40
+
+// Detect implements engine.Detector.
+func (*DOB) Detect(s *engine.Scan, r *engine.Reporter) {
+	b := s.Content
+	reported := -1
+	report := func(start, end int, ymd [8]byte, kw string) {
+		if start <= reported {
+			return
+		}
+		reported = start
+		r.Identifier(engine.PHI, 80, start, yearOnly(ymd), ymd[:], "date keyword="+kw)
+	}
+	hits := s.Hits
+	for _, run := range s.DigitRuns {
+		if run.End-run.Start == 8 {
+			// yyyymmdd: CDA birthTime, X12 DMG*D8, HL7 v2 PID-7.
+			if ymd, ok := compactDate(b[run.Start:run.End]); ok {
+				if kw := findKeyword(b, run.Start-dobBefore, run.Start, dobKeywordsSet); kw >= 0 {
+					report(run.Start, run.End, ymd, dobKeywords[kw].name)
+				}
+			}
+			continue
+		}
+		if run.End-run.Start != 4 {
+			continue
+		}
+		// Report two-digit-year dates after labels that come before this run.
+		for len(hits) > 0 && hits[0].Off < run.Start {
+			if st, en, ymd, ok := dateAfter(b, hits[0].Off, 24); ok {
+				report(st, en, ymd, "dob")
+			}
+			hits = hits[1:]
+		}
+		st, en, ymd, ok := dateAround(b, run)
+		if !ok {
+			continue
+		}
+		if kw := findKeyword(b, st-dobBefore, st, dobKeywordsSet); kw >= 0 {
+			report(st, en, ymd, dobKeywords[kw].name)
+		}
+	}
+	for _, h := range hits {
+		if st, en, ymd, ok := dateAfter(b, h.Off, 24); ok {
+			report(st, en, ymd, "dob")
+		}
+	}
+}
+
+// dateAfter finds the first date starting within n bytes after off.
+func dateAfter(b []byte, off, n int) (int, int, [8]byte, bool) {
+	end := min(len(b), off+n)
+	for i := off; i < end; i++ {
+		if !isDigit(b[i]) || i > 0 && isDigit(b[i-1]) {
+			continue
+		}
+		if st, en, ymd, ok := numericDate(b, i); ok {
+			return st, en, ymd, true
+		}
+	}
+	return 0, 0, [8]byte{}, false
+}
+
+// DateAround reads a calendar-valid date that contains the digit run (as its year, or the
+// year of an ISO date) and returns its span and yyyymmdd form. EDM uses it to pair dates
+// with surnames.
+func DateAround(b []byte, run engine.Span) (start, end int, ymd [8]byte, ok bool) {
+	return dateAround(b, run)
+}
+
+// ParseDate normalises one date string (the forms DOB accepts) to yyyymmdd.
+func ParseDate(s string) ([8]byte, bool) {
+	b := []byte(s)
+	if _, end, ymd, ok := numericDate(b, 0); ok && end == len(b) {
+		return ymd, true
+	}
+	return [8]byte{}, false
+}
+
+// dateAround reads a date containing the four-digit run: as its year (m/d/yyyy, d.m.yyyy,
+// "Month d, yyyy") or its start (yyyy-mm-dd).
+func dateAround(b []byte, run engine.Span) (int, int, [8]byte, bool) {
+	st := run.Start
+	y := b[st:run.End]
+	if !(y[0] == '1' && y[1] == '9' || y[0] == '2' && y[1] == '0') {
+		return 0, 0, [8]byte{}, false
+	}
+	if st, en, ymd, ok := numericDate(b, st); ok {
+		return st, en, ymd, true
+	}
+	if st >= 4 && (b[st-1] == '/' || b[st-1] == '-' || b[st-1] == '.') {
+		// Walk back over "dd<sep>mm<sep>" or "mm<sep>dd<sep>".
+		p := st - 1
+		n1 := digitsBefore(b, p)
+		if n1 >= 1 && n1 <= 2 && p-n1-1 >= 1 && b[p-n1-1] == b[p] {
+			n2 := digitsBefore(b, p-n1-1)
+			if n2 >= 1 && n2 <= 2 {
+				if s, en, ymd, ok := numericDate(b, p-n1-1-n2); ok && en == run.End {
+					return s, en, ymd, true
+				}
+			}
+		}
+	}
+	// "April 12, 1985" / "12 April 1985".
+	if st >= 2 && b[st-1] == ' ' {
+		lo := max(0, st-24)
+		w := bytes.ToLower(b[lo:st])
+		for mi, m := range months {
+			if i := bytes.LastIndex(w, []byte(m)); i >= 0 {
+				var ymd [8]byte
+				copy(ymd[:4], y)
+				ymd[4], ymd[5] = byte('0'+(mi+1)/10), byte('0'+(mi+1)%10)
+				ymd[6], ymd[7] = '0', '0'
+				for j := i + len(m); j < len(w)-1; j++ {
+					if isDigit(w[j]) {
+						d := int(w[j] - '0')
+						if j+1 < len(w) && isDigit(w[j+1]) {
+							d = d*10 + int(w[j+1]-'0')
+						}
+						if d >= 1 && d <= 31 {
+							ymd[6], ymd[7] = byte('0'+d/10), byte('0'+d%10)
+						}
+						break
+					}
+				}
+				return lo + i, run.End, ymd, true
+			}
+		}
+	}
+	return 0, 0, [8]byte{}, false
+}
+
+// yearOnly is the shape a date of birth is masked to: HIPAA Safe Harbor lets the year
+// stand, while month and day (the last four digits of most formats) must not.
+func yearOnly(ymd [8]byte) []byte {
+	return append([]byte("**/**/"), ymd[:4]...)
+}
+
+// YearOnly is yearOnly for EDM's surname+DOB matches.
+func YearOnly(ymd [8]byte) []byte { return yearOnly(ymd) }
+
+var months = []string{"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"}
+
+// numericDate parses yyyy-mm-dd, m/d/yyyy, m/d/yy, d.m.yyyy starting at i into yyyymmdd.
+func numericDate(b []byte, i int) (int, int, [8]byte, bool) {
+	var ymd [8]byte
+	num := func(j, maxLen int) (int, int) {
+		v, n := 0, 0
+		for j+n < len(b) && n < maxLen && isDigit(b[j+n]) {
+			v = v*10 + int(b[j+n]-'0')
+			n++
+		}
+		return v, n
+	}
+	a, na := num(i, 4)
+	if na == 0 || i+na >= len(b) {
+		return 0, 0, ymd, false
+	}
+	sep := b[i+na]
+	if sep != '/' && sep != '-' && sep != '.' {
+		return 0, 0, ymd, false
+	}
+	m, nm := num(i+na+1, 2)
+	if nm == 0 || i+na+1+nm >= len(b) || b[i+na+1+nm] != sep {
+		return 0, 0, ymd, false
+	}
+	c, nc := num(i+na+1+nm+1, 4)
+	end := i + na + 1 + nm + 1 + nc
+	if end < len(b) && (isDigit(b[end]) || isLetter(b[end])) {
+		return 0, 0, ymd, false
+	}
+	var y, mo, d int
+	switch {
+	case na == 4 && nc >= 1 && nc <= 2:
+		y, mo, d = a, m, c
+	case na <= 2 && (nc == 4 || nc == 2):
+		y, mo, d = c, a, m
+		if sep == '.' { // European day.month.year
+			mo, d = m, a
+		}
+		if nc == 2 {
+			y += 1900
+			if c < 30 {
+				y += 100
+			}
+		}
+	default:
+		return 0, 0, ymd, false
+	}
+	if y < 1900 || y > 2099 || mo < 1 || mo > 12 || d < 1 || d > daysIn(mo, y) {
+		return 0, 0, ymd, false
+	}
+	put := func(at, v, n int) {
+		for k := n - 1; k >= 0; k-- {
+			ymd[at+k] = byte('0' + v%10)
+			v /= 10
+		}
+	}
+	put(0, y, 4)
+	put(4, mo, 2)
+	put(6, d, 2)
+	return i, end, ymd, true
+}
+
+// compactDate validates yyyymmdd.
+func compactDate(d []byte) ([8]byte, bool) {
+	var ymd [8]byte
+	copy(ymd[:], d)
+	n := func(i, j int) int {
+		v := 0
+		for _, c := range d[i:j] {
+			v = v*10 + int(c-'0')
+		}
+		return v
+	}
+	y, m, dd := n(0, 4), n(4, 6), n(6, 8)
+	if y < 1900 || y > 2099 || m < 1 || m > 12 || dd < 1 || dd > daysIn(m, y) {
+		return ymd, false
+	}
+	return ymd, true
+}
+
+func daysIn(m, y int) int {
+	switch m {
+	case 2:
+		if y%4 == 0 && (y%100 != 0 || y%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}
+
+// MRN finds medical record numbers: a token of digits (optionally with a letter prefix and
+// dashes, "HSR-0048812") right after an MRN keyword. MRN formats are per-organisation, so
+// the keyword is the evidence; EDM matches the clinic's own MRNs without one.
+type MRN struct{}
+
+// NewMRN returns the MRN detector.
+func NewMRN() *MRN { return &MRN{} }
+
+// Name implements engine.Detector.
+func (*MRN) Name() string { return "phi.mrn" }
+
+// Interest implements engine.Detector.
+func (*MRN) Interest() engine.Interest { return engine.Interest{DigitRuns: true} }
+
+var mrnKeywordsSet = newKeywordSet(mrnKeywords)
+
+var mrnKeywords = []keyword{
+	{"mrn", "mrn"}, {"medical record", "medical-record"}, {"med rec", "medical-record"}, {"record #", "record-number"},
+	{"record no", "record-number"}, {"chart #", "chart-number"}, {"chart no", "chart-number"}, {"patient id", "patient-id"},
+	{"pt id", "patient-id"}, {"patient #", "patient-id"}, {"patient no", "patient-id"}, {"client id", "client-id"},
+}
+
+// Detect implements engine.Detector.
+func (*MRN) Detect(s *engine.Scan, r *engine.Reporter) {
+	b := s.Content
+	last := -1
+	for _, run := range s.DigitRuns {
+		lo, hi := run.Start, run.End
+		for lo > 0 && hi-lo < 24 && (isLetter(b[lo-1]) || isDigit(b[lo-1]) || b[lo-1] == '-' && lo >= 2 && (isLetter(b[lo-2]) || isDigit(b[lo-2]))) {
+			lo--
+		}
+		for hi < len(b) && hi-lo < 24 && (isDigit(b[hi]) || isUpper(b[hi]) || b[hi] == '-' && hi+1 < len(b) && isDigit(b[hi+1])) {
+			hi++
+		}
+		if lo <= last || hi-lo > 20 || hi < len(b) && (isLetter(b[hi]) || isDigit(b[hi])) {
+			continue
+		}
+		letters := 0
+		for _, c := range b[lo:hi] {
+			if isLetter(c) {
+				letters++
+			}
+		}
+		if letters > 4 {
+			continue
+		}
+		kw := findKeyword(b, lo-32, lo, mrnKeywordsSet)
+		if kw < 0 {
+			continue
+		}
+		last = hi
+		norm := bytes.ToUpper(bytes.ReplaceAll(b[lo:hi], []byte("-"), nil))
+		r.Identifier(engine.PHI, 75, lo, b[lo:hi], norm, "mrn keyword="+mrnKeywords[kw].name)
+	}
+}
+
+// Address finds US postal addresses: a ZIP (or ZIP+4) after a state code, with a street
+// line (number, name, suffix) before it. The ZIP run anchors it; the street line is what
+// makes it an address rather than a city name in a letterhead.
+type Address struct{}
+
+// NewAddress returns the address detector.
+func NewAddress() *Address { return &Address{} }
+
+// Name implements engine.Detector.
+func (*Address) Name() string { return "phi.address" }
+
+// Interest implements engine.Detector.
+func (*Address) Interest() engine.Interest { return engine.Interest{DigitRuns: true} }
+
+const usStates = "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR GU VI AS MP "
+
+var streetSuffixesSet = newKeywordSet(streetSuffixes)
+
+var streetSuffixes = []keyword{
+	{" st", "street"}, {" street", "street"}, {" ave", "street"}, {" avenue", "street"}, {" rd", "street"}, {" road", "street"},
+	{" blvd", "street"}, {" dr", "street"}, {" drive", "street"}, {" ln", "street"}, {" lane", "street"}, {" way", "street"},
+	{" ct", "street"}, {" court", "street"}, {" pl", "street"}, {" hwy", "street"}, {" pkwy", "street"}, {" cir", "street"},
+	{" ter", "street"}, {" apt", "street"}, {" suite", "street"}, {"po box", "po-box"}, {"p.o. box", "po-box"},
+}
+
+var addressKeywordsSet = newKeywordSet(addressKeywords)
+
+var addressKeywords = []keyword{{"address", "address"}, {"addr", "address"}, {"resides", "resides"}, {"lives at", "lives-at"}, {"home", "home"}}
+
+// Detect implements engine.Detector.
+func (*Address) Detect(s *engine.Scan, r *engine.Reporter) {
+	b := s.Content
+	for _, run := range s.DigitRuns {
+		st := run.Start
+		if run.End-st != 5 || st < 4 {
+			continue
+		}
+		end := run.End
+		if end+5 <= len(b) && b[end] == '-' && digitsAfter(b, end+1) == 4 {
+			end += 5
+		}
+		if end < len(b) && (isLetter(b[end]) || isDigit(b[end])) {
+			continue
+		}
+		p := st - 1
+		for p > 0 && b[p] == ' ' && st-p < 3 {
+			p--
+		}
+		if p < 2 || !isUpper(b[p]) || !isUpper(b[p-1]) || p >= 2 && isLetter(b[p-2]) {
+			continue
+		}
+		if !bytes.Contains([]byte(usStates), []byte{b[p-1], b[p], ' '}) {
+			continue
+		}
+		// A street number starting the line, within 100 bytes before the state.
+		lineStart := p - 1
+		for lineStart > 0 && p-lineStart < 100 && b[lineStart-1] != '\n' && b[lineStart-1] != '|' && b[lineStart-1] != '"' && b[lineStart-1] != '>' {
+			lineStart--
+		}
+		if findKeyword(b, lineStart, p, streetSuffixesSet) < 0 {
+			continue
+		}
+		num := -1
+		for i := lineStart; i < p-1; i++ {
+			if isDigit(b[i]) && (i == lineStart || !isDigit(b[i-1]) && !isLetter(b[i-1])) {
+				j := i
+				for j < p && isDigit(b[j]) {
+					j++
+				}
+				if j-i <= 6 && j < p && b[j] == ' ' {
+					num = i
+					break
+				}
+			}
+		}
+		if num < 0 {
+			continue
+		}
+		conf, ev := 70, "street line state zip"
+		if kw := findKeyword(b, num-40, num, addressKeywordsSet); kw >= 0 {
+			conf, ev = 80, "street line state zip keyword="+addressKeywords[kw].name
+		}
+		norm := bytes.ToLower(b[num:end])
+		r.Identifier(engine.PHI, conf, num, b[num:end], norm, ev)
+	}
+}
+
+func digitsAfter(b []byte, i int) int {
+	n := 0
+	for i+n < len(b) && isDigit(b[i+n]) {
+		n++
+	}
+	return n
+}
