@@ -10,7 +10,7 @@ BIN := bin
 BINARIES := $(BIN)/ward-agent $(BIN)/ward-collector $(BIN)/wardctl
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test test-unit test-root check-generated generate vmlinux bench fuzz deps clean
+.PHONY: all build run test check-generated generate vmlinux bench fuzz deps clean
 
 all: build
 
