@@ -32,6 +32,7 @@ Usage:
   ward-agent run     [--config FILE] [--state-dir DIR] [--watch DIR[,DIR…]] [--log-level LEVEL]
   ward-agent enroll  --collector HOST:PORT (--token TOKEN | --token-file FILE | $WARD_ENROLL_TOKEN)
                      (--ca-file FILE | --ca-pin sha256:HEX) [--state-dir DIR] [--server-name NAME]
+  ward-agent analyze --pcap FILE [-o text|json] [--sanctioned FILE] [--catalog FILE]
   ward-agent version
 `
 
@@ -46,6 +47,8 @@ func main() {
 		err = runCmd(os.Args[2:])
 	case "enroll":
 		err = enrollCmd(os.Args[2:])
+	case "analyze":
+		err = analyzeCmd(os.Args[2:])
 	case "version", "--version", "-version":
 		fmt.Println("ward-agent", version)
 	case "help", "-h", "--help":
