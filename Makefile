@@ -59,8 +59,16 @@ FUZZTIME ?= 30s
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
-			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg || exit 1; \
 		done; done
 
 clean:
 	rm -rf $(BIN)
+
+## package: .deb and .rpm for ward-agent and ward-collector into dist/ (nfpm as a Go tool,
+## no network). VERSION, OUT, GOARCH and SOURCE_DATE_EPOCH override; see packaging/build.sh.
+.PHONY: package
+package:
+	@scripts/deps.sh build
+	@scripts/deps.sh package
+	@OUT='$(or $(OUT),dist)' GO='$(GO)' packaging/build.sh

@@ -3,7 +3,9 @@
 # what is missing with apt; otherwise it names exactly what to install and fails.
 #   scripts/deps.sh build     Go only (binaries use committed generated code)
 #   scripts/deps.sh generate  + clang, llvm-strip, libbpf headers, protoc
-#   scripts/deps.sh test      + what the tests need (generate's set, rsyslog for SIEM tests)
+#   scripts/deps.sh test      + what the tests need (generate's set,
+#                             debootstrap and rpm for the package tests)
+#   scripts/deps.sh package   rpm, to inspect built packages (nfpm itself is a Go tool)
 set -euo pipefail
 want=${1:-build}
 
@@ -25,7 +27,8 @@ pkgs=()
 case "$want" in
   build) ;;
   generate) pkgs=(clang:clang llvm:llvm-strip libbpf-dev:/usr/include/bpf/bpf_helpers.h protobuf-compiler:protoc) ;;
-  test) pkgs=(clang:clang llvm:llvm-strip libbpf-dev:/usr/include/bpf/bpf_helpers.h protobuf-compiler:protoc git:git) ;;
+  test) pkgs=(clang:clang llvm:llvm-strip libbpf-dev:/usr/include/bpf/bpf_helpers.h protobuf-compiler:protoc git:git debootstrap:debootstrap rpm:rpm) ;;
+  package) pkgs=(rpm:rpm) ;;
   *) echo "deps: unknown set $want" >&2; exit 2 ;;
 esac
 need_go

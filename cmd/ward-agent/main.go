@@ -33,6 +33,7 @@ Usage:
   ward-agent enroll  --collector HOST:PORT (--token TOKEN | --token-file FILE | $WARD_ENROLL_TOKEN)
                      (--ca-file FILE | --ca-pin sha256:HEX) [--state-dir DIR] [--server-name NAME]
   ward-agent analyze --pcap FILE [-o text|json] [--sanctioned FILE] [--catalog FILE]
+  ward-agent doctor  [--config FILE] [--state-dir DIR] [-o text|json] [--skip-probes]
   ward-agent version
 `
 
@@ -49,6 +50,8 @@ func main() {
 		err = enrollCmd(os.Args[2:])
 	case "analyze":
 		err = analyzeCmd(os.Args[2:])
+	case "doctor":
+		os.Exit(doctorCmd(os.Args[2:], os.Stdout, os.Stderr))
 	case "version", "--version", "-version":
 		fmt.Println("ward-agent", version)
 	case "help", "-h", "--help":
@@ -121,6 +124,7 @@ func runCmd(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	go notifySystemd(ctx, cfg, log)
 	return agent.Run(ctx, agent.Options{Config: cfg, Version: version, Log: log})
 }
 

@@ -32,6 +32,14 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "backup":
+			return backupCmd(args[1:], stdout, stderr)
+		case "restore":
+			return restoreCmd(args[1:], stdout, stderr)
+		}
+	}
 	fs := flag.NewFlagSet("ward-collector", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	home := fs.String("home", defaultHome(), "Ward state root (default $WARD_HOME, else ./.ward)")
@@ -43,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: ward-collector [flags]\n\n")
+		fmt.Fprintf(stderr, "usage: ward-collector [flags]\n       ward-collector backup [--home DIR] FILE\n       ward-collector restore [--home DIR] [--force] FILE\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -89,6 +97,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	go notifySystemd(ctx, cfg.AdminSocketPath(), log)
 	return collector.Run(ctx, cfg, log)
 }
 
