@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/ward-dlp/ward/agent/config"
 	"github.com/ward-dlp/ward/agent/event"
 	"github.com/ward-dlp/ward/agent/identity"
+	"github.com/ward-dlp/ward/agent/policysync"
 	"github.com/ward-dlp/ward/agent/proc"
 	"github.com/ward-dlp/ward/agent/ship"
 	"github.com/ward-dlp/ward/agent/spool"
@@ -31,7 +33,6 @@ import (
 	"github.com/ward-dlp/ward/bpf/process"
 	"github.com/ward-dlp/ward/classifiers"
 	"github.com/ward-dlp/ward/classifiers/engine"
-	"github.com/ward-dlp/ward/policy"
 )
 
 // Options are what Run needs besides a context.
@@ -39,8 +40,6 @@ type Options struct {
 	Config  config.Config
 	Version string
 	Log     *slog.Logger
-	// Policy decides on findings; nil means policy.Default().
-	Policy *policy.Policy
 }
 
 // IdentityDir and SpoolDir place the agent's state under its state dir.
@@ -53,7 +52,8 @@ func SpoolDir(stateDir string) string { return filepath.Join(stateDir, "spool") 
 type agent struct {
 	cfg     config.Config
 	log     *slog.Logger
-	policy  *policy.Policy
+	policy  *policysync.Syncer
+	groups  *groupCache
 	build   *event.Builder
 	spool   *spool.Spool
 	engine  *engine.Engine
@@ -62,6 +62,8 @@ type agent struct {
 	execs   *process.Probe
 	shipper *shipper
 	watches *watcher
+	// hostName is host.name for policy rules.
+	hostName string
 
 	// counters of user-space stages, reported in health events.
 	mu       sync.Mutex
@@ -76,13 +78,6 @@ func Run(ctx context.Context, opts Options) error {
 	cfg, log := opts.Config, opts.Log
 	if log == nil {
 		log = slog.Default()
-	}
-	pol := opts.Policy
-	if pol == nil {
-		pol = policy.Default()
-	}
-	if err := pol.Validate(); err != nil {
-		return fmt.Errorf("policy: %w", err)
 	}
 	id, err := identity.Load(IdentityDir(cfg.StateDir), identity.WithLogger(log), identity.WithServerName(cfg.ServerName))
 	if err != nil {
@@ -105,16 +100,38 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	sh, err := ship.New(ship.Config{Spool: sp, Identity: id, Logger: log})
-	if err != nil {
-		return err
-	}
+	host := event.HostInfo(opts.Version)
 	a := &agent{
-		cfg: cfg, log: log, policy: pol, spool: sp, engine: eng, shipper: sh,
-		build:    event.NewBuilder(id.AgentID(), event.HostInfo(opts.Version)),
+		cfg: cfg, log: log, spool: sp, engine: eng, groups: newGroupCache(), hostName: host.GetHostname(),
+		build:    event.NewBuilder(id.AgentID(), host),
 		procs:    proc.New(proc.Config{}, proc.NewUsers(5*time.Minute), log),
 		counters: make(map[string]uint64),
 	}
+	// The policy in force: the last good signed bundle from the state dir, else the built-in
+	// pack; newer bundles arrive over the shipper's connection. A refusal spools a Health
+	// event at once.
+	a.policy, err = policysync.New(policysync.Config{
+		Dir: filepath.Join(cfg.StateDir, "policy"), Keys: cfg.Policy.Keys, Group: cfg.Policy.Group,
+		PollInterval: cfg.Policy.PollInterval, Logger: log,
+		OnChange: func() { a.append(a.build.Health(a.health(), time.Now())) },
+	})
+	if err != nil {
+		return err
+	}
+	// The policy's targets are watched too; targets of a bundle applied later take effect at
+	// the next start (the watcher's set is fixed while it runs).
+	for _, d := range a.policy.Policy().Bundle().Watch {
+		if !slices.Contains(cfg.Watch, d) {
+			cfg.Watch = append(cfg.Watch, d)
+		}
+	}
+	a.cfg.Watch = cfg.Watch
+	sh, err := ship.New(ship.Config{Spool: sp, Identity: id, Logger: log,
+		Companions: []func(context.Context, wardv1.AgentServiceClient){func(ctx context.Context, c wardv1.AgentServiceClient) { _ = a.policy.Run(ctx, c) }}})
+	if err != nil {
+		return err
+	}
+	a.shipper = sh
 	if err := a.procs.Seed(ctx); err != nil {
 		log.Warn("could not seed the process table from /proc; attribution of older processes degrades", "err", err)
 	}
@@ -130,7 +147,7 @@ func Run(ctx context.Context, opts Options) error {
 		a.watches = newWatcher(a.files, cfg.Watch, log)
 	}
 	log.Info("agent running", "agent_id", id.AgentID(), "collector", id.Collector(), "watch", cfg.Watch,
-		"process_probes", a.execs != nil, "file_probes", a.files != nil)
+		"process_probes", a.execs != nil, "file_probes", a.files != nil, "policy", a.policy.Policy().String())
 
 	g, gctx := errgroup.WithContext(ctx)
 	contents := make(chan stream.Content, 256)
@@ -359,21 +376,19 @@ func (a *agent) handleContent(ctx context.Context, c stream.Content) {
 	}
 	matches := a.engine.Classify(data)
 	findings := 0
-	if len(matches) > 0 {
-		in := policy.Input{Classes: map[policy.Class]int{}, Destination: policy.DestinationWatchedPath, Exe: info.Exe, User: info.User}
-		for _, m := range matches {
-			if cls, ok := event.PolicyClass(m.Class); ok && m.Confidence > in.Classes[cls] {
-				in.Classes[cls] = m.Confidence
-			}
-		}
-		if d, ok := a.policy.Decide(in); ok {
-			ev, err := a.build.Finding(c, info, size, reread, base, matches, d)
-			if err == nil {
-				a.append(ev)
-				findings = 1
-				a.log.Info("finding", "path", c.File.Path, "pid", c.Key.TGID, "exe", info.Exe, "user", info.User,
-					"rule", d.RuleID, "action", d.Action.String(), "classes", in.ClassList())
-			}
+	// Every write is decided, not only those with matches: some rules are about the file
+	// itself (a recording written by a video app).
+	pol := a.policy.Policy()
+	in := a.fileInput(c, info, matches, size, data, pol)
+	if d := pol.Evaluate(in); d.RuleID != "" {
+		out := outcome(d)
+		ev, err := a.build.Finding(c, info, size, reread, base, matches, d, out)
+		if err == nil {
+			a.append(ev)
+			findings = 1
+			a.log.Info("finding", "path", c.File.Path, "pid", c.Key.TGID, "exe", info.Exe, "user", info.User,
+				"rule", d.RuleID, "action", d.Action.String(), "taken", out.Taken.String(), "policy_version", d.Version,
+				"classes", in.ClassList())
 		}
 	}
 	if a.cfg.Telemetry.FileActivity {
@@ -505,5 +520,7 @@ func (a *agent) health() *wardv1.Health {
 	h.SpoolEvents = uint64(ss.FindingsEvents + ss.TelemetryEvents)
 	h.SpoolFindingsEvicted = ss.FindingsEvicted
 	h.SpoolTelemetryEvicted = ss.TelemetryEvicted
+	h.Policy = a.policy.Status()
+	h.Drops["policy.eval_errors"] = a.policy.Policy().EvalErrors()
 	return h
 }

@@ -1,12 +1,16 @@
-// Package policy decides what happens to a classified piece of content: record it, alert
-// the SOC, or (later) block. It sees only typed facts about the content, the process and the
-// destination, never the content itself, so decisions can be reviewed and replayed.
+// Package policy decides what happens to an observed event: record it, alert the SOC,
+// block it or kill the process. A policy is a signed YAML bundle (see docs/policy.md) whose
+// rules are CEL expressions over typed event attributes — data classes and confidence,
+// destination, application, process, user and groups, host tags, time — with exceptions, a
+// patient-consent registry for Part 2 disclosures and mass-export counting rules.
+//
+// The package sees only typed facts about an event, never the content itself, so every
+// decision can be reviewed and replayed (wardctl policy test) before a bundle ships.
 package policy
 
 import (
-	"fmt"
-	"slices"
 	"sort"
+	"strings"
 )
 
 // Action is what a rule does.
@@ -18,10 +22,25 @@ const (
 	ActionRecord
 	ActionAlert
 	ActionBlock
+	ActionKill
 )
 
+var actionNames = [...]string{"none", "record", "alert", "block", "kill"}
+
 func (a Action) String() string {
-	return [...]string{"none", "record", "alert", "block"}[a]
+	if a < 0 || int(a) >= len(actionNames) {
+		return "unknown"
+	}
+	return actionNames[a]
+}
+
+func parseAction(s string) (Action, bool) {
+	for i, n := range actionNames {
+		if i > 0 && n == s {
+			return Action(i), true
+		}
+	}
+	return ActionNone, false
 }
 
 // Severity orders alerts for the SOC.
@@ -36,20 +55,22 @@ const (
 	SeverityCritical
 )
 
+var severityNames = [...]string{"", "info", "low", "medium", "high", "critical"}
+
 func (s Severity) String() string {
-	switch s {
-	case SeverityInfo:
-		return "info"
-	case SeverityLow:
-		return "low"
-	case SeverityMedium:
-		return "medium"
-	case SeverityHigh:
-		return "high"
-	case SeverityCritical:
-		return "critical"
+	if s < SeverityInfo || s > SeverityCritical {
+		return "unknown"
 	}
-	return "unknown"
+	return severityNames[s]
+}
+
+func parseSeverity(s string) (Severity, bool) {
+	for i, n := range severityNames {
+		if i > 0 && n == s {
+			return Severity(i), true
+		}
+	}
+	return 0, false
 }
 
 // Class names a data class as the classifiers report it.
@@ -61,126 +82,84 @@ const (
 	ClassPHI   Class = "phi"
 )
 
-// Destination says where the content was going.
-type Destination string
-
-// Destinations.
-const (
-	// DestinationWatchedPath is a file written under a configured watched directory.
-	DestinationWatchedPath Destination = "watched-path"
-)
-
-// Input is the facts a decision is made on.
-type Input struct {
-	// Classes maps each data class found to the highest confidence (0-100) seen for it.
-	Classes     map[Class]int
-	Destination Destination
-	Exe         string
-	User        string
-}
-
-// Rule matches content of one class at or above a confidence.
-type Rule struct {
-	ID            string
-	Class         Class
-	MinConfidence int
-	Destinations  []Destination // empty: any
-	Action        Action
-	Severity      Severity
-	// Compliance is the rule's mapping to the regulations it enforces, shown to auditors.
-	Compliance []string
-}
-
 // Decision is the outcome for one input.
 type Decision struct {
-	Action     Action
-	Severity   Severity
-	RuleID     string
+	// Action is what the deciding rule says. Taken says what that means once monitor mode
+	// is applied; what the agent can actually enforce is the agent's business.
+	Action   Action
+	Severity Severity
+	RuleID   string
+	// Compliance is the deciding rule's mapping to the regulations it enforces.
 	Compliance []string
-	Version    string
-}
-
-// Policy is an ordered rule list: the strongest matching rule decides.
-type Policy struct {
+	// Version is the bundle version as a decimal string ("0" for the built-in pack).
 	Version string
-	Rules   []Rule
+	// PolicyName is the bundle's name.
+	PolicyName string
+	// Monitor is true when the rule or the whole bundle is monitor-only.
+	Monitor bool
+	// ConsentID is set when an active consent made this a consented disclosure.
+	ConsentID string
+	// ExceptionID is set when an exception suppressed RuleID.
+	ExceptionID string
+	// MonitorHits are monitor-mode rules that matched too but did not decide.
+	MonitorHits []string
 }
 
-// Default is the policy an agent runs before a signed bundle replaces it: Part 2 content in
-// a watched place pages the SOC at high severity, PHI at medium, and low-confidence hits are
-// recorded for audit without paging anyone.
-func Default() *Policy {
-	return &Policy{
-		Version: "builtin-1",
-		Rules: []Rule{
-			{ID: "part2-in-watched-path", Class: ClassPart2, MinConfidence: 70, Action: ActionAlert, Severity: SeverityHigh,
-				Compliance: []string{"42 CFR 2.13", "42 CFR 2.32", "HIPAA 164.312(b)"}},
-			{ID: "phi-in-watched-path", Class: ClassPHI, MinConfidence: 65, Action: ActionAlert, Severity: SeverityMedium,
-				Compliance: []string{"HIPAA 164.312(b)", "HIPAA 164.308(a)(1)(ii)(D)"}},
-			{ID: "part2-low-confidence-record", Class: ClassPart2, MinConfidence: 0, Action: ActionRecord, Severity: SeverityLow,
-				Compliance: []string{"HIPAA 164.312(b)"}},
-			{ID: "phi-low-confidence-record", Class: ClassPHI, MinConfidence: 0, Action: ActionRecord, Severity: SeverityLow,
-				Compliance: []string{"HIPAA 164.312(b)"}},
-		},
+// Taken is the action after monitor mode, consents and exceptions: what should happen.
+func (d Decision) Taken() Action {
+	if d.Monitor || d.ConsentID != "" || d.ExceptionID != "" {
+		return min(d.Action, ActionRecord)
 	}
+	return d.Action
 }
 
-// Validate reports rules that can never be told apart or that do nothing.
-func (p *Policy) Validate() error {
-	for i, r := range p.Rules {
-		if r.ID == "" {
-			return fmt.Errorf("rule %d: empty id", i)
-		}
-		if r.Class == "" {
-			return fmt.Errorf("rule %s: empty class", r.ID)
-		}
-		if r.MinConfidence < 0 || r.MinConfidence > 100 {
-			return fmt.Errorf("rule %s: min confidence %d outside 0..100", r.ID, r.MinConfidence)
-		}
-		if r.Action == ActionNone {
-			return fmt.Errorf("rule %s: no action", r.ID)
-		}
+// Outcome is a one-word summary for logs and the policy tester.
+func (d Decision) Outcome() string {
+	switch {
+	case d.RuleID == "":
+		return "allow"
+	case d.ConsentID != "":
+		return "consented-disclosure"
+	case d.ExceptionID != "":
+		return "excepted"
+	case d.Monitor:
+		return "monitor:" + d.Action.String()
 	}
-	return nil
-}
-
-// Decide returns the decision of the strongest matching rule (by action, then severity, then
-// rule order), or ok=false when no rule matches.
-func (p *Policy) Decide(in Input) (d Decision, ok bool) {
-	best := -1
-	for i, r := range p.Rules {
-		conf, has := in.Classes[r.Class]
-		if !has || conf < r.MinConfidence {
-			continue
-		}
-		if len(r.Destinations) > 0 && !slices.Contains(r.Destinations, in.Destination) {
-			continue
-		}
-		if best < 0 || stronger(r, p.Rules[best]) {
-			best = i
-		}
-	}
-	if best < 0 {
-		return Decision{}, false
-	}
-	r := p.Rules[best]
-	return Decision{Action: r.Action, Severity: r.Severity, RuleID: r.ID,
-		Compliance: slices.Clone(r.Compliance), Version: p.Version}, true
-}
-
-func stronger(a, b Rule) bool {
-	if a.Action != b.Action {
-		return a.Action > b.Action
-	}
-	return a.Severity > b.Severity
+	return d.Action.String()
 }
 
 // ClassList returns the classes of an input in a stable order, for logs and tests.
-func (in Input) ClassList() []Class {
+func (in *Input) ClassList() []Class {
 	out := make([]Class, 0, len(in.Classes))
 	for c := range in.Classes {
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
+}
+
+// String renders the decision on one line.
+func (d Decision) String() string {
+	if d.RuleID == "" {
+		return "allow (no rule matched)"
+	}
+	var b strings.Builder
+	b.WriteString(d.Outcome())
+	b.WriteString(" rule=")
+	b.WriteString(d.RuleID)
+	b.WriteString(" severity=")
+	b.WriteString(d.Severity.String())
+	if d.ConsentID != "" {
+		b.WriteString(" consent=" + d.ConsentID)
+	}
+	if d.ExceptionID != "" {
+		b.WriteString(" exception=" + d.ExceptionID)
+	}
+	if len(d.MonitorHits) > 0 {
+		b.WriteString(" monitor_hits=" + strings.Join(d.MonitorHits, ","))
+	}
+	if len(d.Compliance) > 0 {
+		b.WriteString(" compliance=[" + strings.Join(d.Compliance, "; ") + "]")
+	}
+	return b.String()
 }

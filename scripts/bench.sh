@@ -19,6 +19,10 @@ echo "== probe to store: events/s at paced offered loads, with drop counters"
 WARD_BENCH_FILES=${WARD_BENCH_FILES:-10000} go test ./tests -run '^$' -bench 'ProbeToStore' -benchtime 1x -timeout 60m |
   grep -E '^Benchmark|drop counter'
 
+echo
+echo "== policy: one decision with the default pack (mixed inputs; plain write with nothing found)"
+go test ./policy -run '^$' -bench 'Evaluate' -benchtime 1s -count 5 | grep -E '^Benchmark'
+
 for extra in classifiers/bench.sh classifiers/traffic/bench.sh; do
   if [ -x "$extra" ]; then
     echo

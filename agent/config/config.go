@@ -9,9 +9,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // Config is everything the agent can be told.
@@ -34,6 +36,22 @@ type Config struct {
 	HealthInterval time.Duration `yaml:"health_interval"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
+	// Policy says which signed policy bundles the agent accepts and how it fetches them.
+	Policy Policy `yaml:"policy"`
+}
+
+// Policy configures signed policy distribution. Without pinned keys the agent runs the
+// built-in default pack and refuses every pushed bundle (and says so in its health events).
+type Policy struct {
+	// Keys are the pinned verifier keys (from `wardctl policy keygen`); a bundle must carry a
+	// valid signature by one of them. Two keys allow rotation.
+	Keys []string `yaml:"keys"`
+	// Group is the target group bundles must be signed for.
+	Group string `yaml:"group"`
+	// PollInterval is how often the agent asks the collector for a newer bundle.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// HostTags are this host's tags, visible to rules as host.tags (e.g. clinical).
+	HostTags []string `yaml:"host_tags"`
 }
 
 // Capture bounds the bytes the agent copies out of the kernel and holds per file.
@@ -82,6 +100,7 @@ func Default() Config {
 		Telemetry:      Telemetry{ProcessEvents: false, FileActivity: true},
 		HealthInterval: time.Minute,
 		LogLevel:       "info",
+		Policy:         Policy{Group: "default", PollInterval: time.Minute},
 	}
 }
 
@@ -152,6 +171,27 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("log_level must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	return c.Policy.validate()
+}
+
+func (p *Policy) validate() error {
+	if p.Group == "" || len(p.Group) > 64 || strings.Trim(p.Group, "abcdefghijklmnopqrstuvwxyz0123456789-_.") != "" {
+		return fmt.Errorf("policy.group must be 1-64 of a-z, 0-9, '-', '_' and '.', got %q", p.Group)
+	}
+	if p.PollInterval < time.Second || p.PollInterval > 24*time.Hour {
+		return fmt.Errorf("policy.poll_interval must be 1s..24h, got %s", p.PollInterval)
+	}
+	if len(p.Keys) > 8 {
+		return fmt.Errorf("policy.keys: at most 8 pinned keys, got %d", len(p.Keys))
+	}
+	for i, k := range p.Keys {
+		if _, err := note.NewVerifier(strings.TrimSpace(k)); err != nil {
+			return fmt.Errorf("policy.keys[%d]: want a verifier key like name+1a2b3c4d+BASE64 (wardctl policy keygen prints it): %w", i, err)
+		}
+	}
+	if len(p.HostTags) > 32 {
+		return fmt.Errorf("policy.host_tags: at most 32 tags, got %d", len(p.HostTags))
 	}
 	return nil
 }

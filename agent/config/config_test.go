@@ -68,3 +68,22 @@ func TestLoadMissingFile(t *testing.T) {
 		t.Fatal("missing file accepted")
 	}
 }
+
+func TestPolicyKeysAreValidated(t *testing.T) {
+	// A real verifier key (its base64 may contain '+') and a broken one.
+	good := "ward-policy+1743f1fe+Ac2mR+aWaScIZsCXBMlUT66rBGsM9umREhH2oBYh7VXz"
+	c := Default()
+	c.Policy.Keys = []string{good}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("good key refused: %v", err)
+	}
+	c.Policy.Keys = []string{"ward-policy+6a3cf00e"}
+	if err := c.Validate(); err == nil {
+		t.Fatal("broken key accepted")
+	}
+	c.Policy.Keys = nil
+	c.Policy.Group = "Bad Group"
+	if err := c.Validate(); err == nil {
+		t.Fatal("bad group accepted")
+	}
+}

@@ -111,21 +111,36 @@ func (b *Builder) FileActivity(c stream.Content, p proc.Info, reread bool, findi
 	return ev
 }
 
-// Finding builds the event for the matches in one file's content. base is the file offset
-// of the classified bytes, so reported offsets are file offsets.
-func (b *Builder) Finding(c stream.Content, p proc.Info, size uint64, reread bool, base int64, ms []engine.Match, d policy.Decision) (*wardv1.Event, error) {
-	if len(ms) == 0 {
-		return nil, fmt.Errorf("finding for %s without matches", c.File.Path)
+// Outcome is what the agent did about a decision: the action it took and, when that is
+// less than the decided action, why (monitor mode, or no enforcement for this event kind).
+type Outcome struct {
+	Taken       policy.Action
+	Enforcement string
+}
+
+// Decision converts a policy decision and what the agent did about it.
+func Decision(d policy.Decision, out Outcome) *wardv1.Decision {
+	return &wardv1.Decision{
+		Action: Action(d.Action), Severity: Severity(d.Severity), RuleId: d.RuleID,
+		ComplianceTags: d.Compliance, PolicyVersion: d.Version, PolicyName: d.PolicyName,
+		ActionTaken: Action(out.Taken), Monitor: d.Monitor, Enforcement: out.Enforcement,
+		ConsentId: d.ConsentID, ExceptionId: d.ExceptionID, MonitorRuleIds: d.MonitorHits,
+	}
+}
+
+// Finding builds the event for one file's content: the matches in it (none for rules about
+// the file itself, such as a recording written by a video app) and the decision. base is
+// the file offset of the classified bytes, so reported offsets are file offsets.
+func (b *Builder) Finding(c stream.Content, p proc.Info, size uint64, reread bool, base int64, ms []engine.Match, d policy.Decision, out Outcome) (*wardv1.Event, error) {
+	if len(ms) == 0 && d.RuleID == "" {
+		return nil, fmt.Errorf("finding for %s without matches or a deciding rule", c.File.Path)
 	}
 	f := &wardv1.Finding{
 		Process: Process(p),
 		Target: &wardv1.Finding_File{File: &wardv1.FileTarget{
 			Path: c.File.Path, Device: c.File.Device, Inode: c.File.Inode, Size: size, ContentSource: Source(reread),
 		}},
-		Decision: &wardv1.Decision{
-			Action: Action(d.Action), Severity: Severity(d.Severity), RuleId: d.RuleID,
-			ComplianceTags: d.Compliance, PolicyVersion: d.Version,
-		},
+		Decision: Decision(d, out),
 	}
 	for _, m := range ms {
 		offs := make([]uint64, 0, len(m.Offsets))
@@ -197,6 +212,8 @@ func Action(a policy.Action) wardv1.Action {
 		return wardv1.Action_ACTION_ALERT
 	case policy.ActionBlock:
 		return wardv1.Action_ACTION_BLOCK
+	case policy.ActionKill:
+		return wardv1.Action_ACTION_KILL
 	}
 	return wardv1.Action_ACTION_UNSPECIFIED
 }

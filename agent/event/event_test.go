@@ -24,8 +24,8 @@ func TestFindingCarriesProcessFileAndMatchesAtFileOffsets(t *testing.T) {
 		{Detector: "phi.ssn", Class: engine.PHI, Confidence: 85, Count: 2, Offsets: []int64{10, 50}, Masked: []string{"***-**-6789"}, Fingerprints: []string{"ab"}},
 		{Detector: "part2.fhir-label", Class: engine.Part2, Confidence: 95, Count: 1, Offsets: []int64{3}, Masked: []string{"42CFRPart2"}},
 	}
-	d := policy.Decision{Action: policy.ActionAlert, Severity: policy.SeverityHigh, RuleID: "r", Compliance: []string{"42 CFR 2.32"}, Version: "v"}
-	ev, err := b.Finding(c, p, 5000, false, c.Base, ms, d)
+	d := policy.Decision{Action: policy.ActionBlock, Severity: policy.SeverityHigh, RuleID: "r", Compliance: []string{"42 CFR 2.32"}, Version: "v", PolicyName: "pack"}
+	ev, err := b.Finding(c, p, 5000, false, c.Base, ms, d, Outcome{Taken: policy.ActionAlert, Enforcement: "not enforceable"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,6 +33,10 @@ func TestFindingCarriesProcessFileAndMatchesAtFileOffsets(t *testing.T) {
 		t.Fatalf("envelope %v", ev)
 	}
 	f := ev.GetFinding()
+	if dd := f.GetDecision(); dd.GetAction() != wardv1.Action_ACTION_BLOCK || dd.GetActionTaken() != wardv1.Action_ACTION_ALERT ||
+		dd.GetEnforcement() != "not enforceable" || dd.GetPolicyName() != "pack" || dd.GetRuleId() != "r" {
+		t.Fatalf("decision %v", dd)
+	}
 	if f.GetDataClass() != wardv1.DataClass_DATA_CLASS_PART2 || f.GetConfidence() != 95 {
 		t.Fatalf("the most sensitive class must name the finding: %v %d", f.GetDataClass(), f.GetConfidence())
 	}
@@ -45,7 +49,7 @@ func TestFindingCarriesProcessFileAndMatchesAtFileOffsets(t *testing.T) {
 	if f.GetProcess().GetUser() != "nurse1" || f.GetProcess().GetArgs()[2] != "/w/a.json" {
 		t.Fatalf("process %v", f.GetProcess())
 	}
-	if f.GetDecision().GetAction() != wardv1.Action_ACTION_ALERT || f.GetDecision().GetSeverity() != wardv1.Severity_SEVERITY_HIGH || f.GetDecision().GetComplianceTags()[0] != "42 CFR 2.32" {
+	if f.GetDecision().GetAction() != wardv1.Action_ACTION_BLOCK || f.GetDecision().GetSeverity() != wardv1.Severity_SEVERITY_HIGH || f.GetDecision().GetComplianceTags()[0] != "42 CFR 2.32" {
 		t.Fatalf("decision %v", f.GetDecision())
 	}
 	// The wire form round-trips.
@@ -61,7 +65,7 @@ func TestFindingCarriesProcessFileAndMatchesAtFileOffsets(t *testing.T) {
 
 func TestFindingWithoutMatchesIsAnError(t *testing.T) {
 	b := NewBuilder("a", &wardv1.Host{})
-	if _, err := b.Finding(stream.Content{}, proc.Info{}, 0, false, 0, nil, policy.Decision{}); err == nil {
+	if _, err := b.Finding(stream.Content{}, proc.Info{}, 0, false, 0, nil, policy.Decision{}, Outcome{}); err == nil {
 		t.Fatal("accepted")
 	}
 }
@@ -83,7 +87,7 @@ func TestIdsAreTimeOrderedV7(t *testing.T) {
 }
 
 func TestEnumMappingsAreTotal(t *testing.T) {
-	for _, a := range []policy.Action{policy.ActionRecord, policy.ActionAlert, policy.ActionBlock} {
+	for _, a := range []policy.Action{policy.ActionRecord, policy.ActionAlert, policy.ActionBlock, policy.ActionKill} {
 		if Action(a) == wardv1.Action_ACTION_UNSPECIFIED {
 			t.Errorf("action %v unmapped", a)
 		}

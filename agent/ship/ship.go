@@ -68,6 +68,9 @@ type Config struct {
 	Logger         *slog.Logger
 	// DialOptions are appended to the shipper's own (tests).
 	DialOptions []grpc.DialOption
+	// Companions run for as long as Run does, on the shipper's connection, so other
+	// agent↔collector exchanges (policy polling) share its mTLS channel.
+	Companions []func(ctx context.Context, client wardv1.AgentServiceClient)
 }
 
 // Stats are the shipper's counters.
@@ -166,6 +169,9 @@ func (s *Shipper) Run(ctx context.Context) error {
 	defer cancel()
 	if s.cfg.Identity != nil && !s.cfg.DisableRenewal {
 		wg.Go(func() { _ = s.cfg.Identity.RunRenewal(ctx, client) })
+	}
+	for _, c := range s.cfg.Companions {
+		wg.Go(func() { c(ctx, client) })
 	}
 
 	attempt := 0

@@ -30,6 +30,7 @@ const usage = `ward-agent: Ward's endpoint DLP agent.
 
 Usage:
   ward-agent run     [--config FILE] [--state-dir DIR] [--watch DIR[,DIR…]] [--log-level LEVEL]
+                     [--policy-key KEY]…
   ward-agent enroll  --collector HOST:PORT (--token TOKEN | --token-file FILE | $WARD_ENROLL_TOKEN)
                      (--ca-file FILE | --ca-pin sha256:HEX) [--state-dir DIR] [--server-name NAME]
   ward-agent analyze --pcap FILE [-o text|json] [--sanctioned FILE] [--catalog FILE]
@@ -89,6 +90,11 @@ func runCmd(args []string) error {
 	level := fs.String("log-level", "", "debug, info, warn or error; overrides the config")
 	format := fs.String("log-format", "text", "text or json")
 	debugAddr := fs.String("debug-addr", "", "serve Go profiling (pprof) on this loopback address, e.g. 127.0.0.1:6060")
+	var policyKeys []string
+	fs.Func("policy-key", "pin a policy verifier key (wardctl policy keygen prints it); repeatable, added to the config's", func(k string) error {
+		policyKeys = append(policyKeys, k)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -115,6 +121,7 @@ func runCmd(args []string) error {
 	if *level != "" {
 		cfg.LogLevel = *level
 	}
+	cfg.Policy.Keys = append(cfg.Policy.Keys, policyKeys...)
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}

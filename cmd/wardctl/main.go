@@ -43,6 +43,8 @@ commands:
   edm build --key-file KEYFILE -o OUT.edm PATIENTS.csv
                                hash a Part 2 patient index (mrn, ssn, last_name+dob columns)
                                into a salted, keyed set for agents; no plaintext is written
+  policy init|keygen|lint|test|sign|push|status
+                               signed policy bundles (wardctl policy help)
   version                      print the version
 
 The socket is $WARD_HOME/collector/admin.sock (WARD_HOME defaults to ./.ward).
@@ -101,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return cmdRevoke(ctx, c, rest[1:], stdout)
 		}
 		return cmdAgents(ctx, c, rest, stdout, stderr)
+	case "policy":
+		return cmdPolicy(ctx, c, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "wardctl %s\n", version)
 		return nil
@@ -483,6 +487,11 @@ type agent struct {
 	EnrolledAt time.Time  `json:"enrolled_at"`
 	LastSeen   *time.Time `json:"last_seen,omitempty"`
 	Revoked    bool       `json:"revoked"`
+	Policy     *struct {
+		TargetGroup string `json:"target_group"`
+		Version     uint64 `json:"version"`
+		LastError   string `json:"last_error"`
+	} `json:"policy,omitempty"`
 }
 
 func cmdAgents(ctx context.Context, c *client, args []string, stdout, stderr io.Writer) error {
@@ -511,7 +520,7 @@ func cmdAgents(ctx context.Context, c *client, args []string, stdout, stderr io.
 		return fmt.Errorf("-o: want table or json, got %q", *output)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tHOSTNAME\tMACHINE ID\tVERSION\tENROLLED\tLAST SEEN\tSTATUS")
+	fmt.Fprintln(tw, "ID\tHOSTNAME\tMACHINE ID\tVERSION\tPOLICY\tENROLLED\tLAST SEEN\tSTATUS")
 	for _, raw := range resp.Agents {
 		var a agent
 		if err := json.Unmarshal(raw, &a); err != nil {
@@ -524,7 +533,7 @@ func cmdAgents(ctx context.Context, c *client, args []string, stdout, stderr io.
 		if a.Revoked {
 			status = "revoked"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Hostname, cut(a.MachineID, 12), a.Version,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Hostname, cut(a.MachineID, 12), a.Version, a.policyLabel(),
 			a.EnrolledAt.UTC().Format(time.RFC3339), seen, status)
 	}
 	return tw.Flush()

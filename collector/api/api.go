@@ -118,6 +118,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/enrollment-tokens", s.createToken)
 	mux.HandleFunc("GET /v1/agents", s.listAgents)
 	mux.HandleFunc("POST /v1/agents/{id}/revoke", s.revokeAgent)
+	mux.HandleFunc("POST /v1/policy", s.pushPolicy)
+	mux.HandleFunc("GET /v1/policy", s.policyStatus)
 	return s.requirePeer(mux)
 }
 
@@ -350,7 +352,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 
 // AgentsResponse is the answer to GET /v1/agents.
 type AgentsResponse struct {
-	Agents []store.Agent `json:"agents"`
+	Agents []AgentView `json:"agents"`
 }
 
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
@@ -360,10 +362,21 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "listing agents failed")
 		return
 	}
-	if agents == nil {
-		agents = []store.Agent{}
+	reports, err := s.store.AgentPolicies(r.Context())
+	if err != nil {
+		s.log.Error("list agent policies", "err", err)
+		writeError(w, http.StatusInternalServerError, "listing agents failed")
+		return
 	}
-	writeJSON(w, http.StatusOK, AgentsResponse{Agents: agents})
+	views := make([]AgentView, 0, len(agents))
+	for _, a := range agents {
+		v := AgentView{Agent: a}
+		if p, ok := reports[a.ID]; ok {
+			v.Policy = &p
+		}
+		views = append(views, v)
+	}
+	writeJSON(w, http.StatusOK, AgentsResponse{Agents: views})
 }
 
 func (s *Server) revokeAgent(w http.ResponseWriter, r *http.Request) {

@@ -56,6 +56,32 @@ CREATE INDEX events_kind ON events(kind, rowid);
 CREATE INDEX events_time ON events(time);
 CREATE INDEX events_agent ON events(agent_id, rowid);
 `,
+	// 3: signed policy bundles pushed by wardctl, and the policy each agent reports applying.
+	`
+CREATE TABLE policy_bundles (
+	target_group TEXT NOT NULL,
+	version      INTEGER NOT NULL,
+	name         TEXT NOT NULL,
+	sha256       TEXT NOT NULL,                -- of the payload
+	signed_note  BLOB NOT NULL,
+	payload      BLOB NOT NULL,
+	not_before   INTEGER NOT NULL,             -- unix nanoseconds, as signed
+	expires_at   INTEGER NOT NULL,
+	pushed_at    INTEGER NOT NULL,
+	pushed_by    INTEGER NOT NULL DEFAULT -1,  -- uid of the wardctl peer (SO_PEERCRED)
+	PRIMARY KEY (target_group, version)
+);
+
+CREATE TABLE agent_policy (
+	agent_id         TEXT PRIMARY KEY REFERENCES agents(id),
+	target_group     TEXT NOT NULL,
+	version          INTEGER NOT NULL,          -- 0: the built-in pack
+	sha256           TEXT NOT NULL DEFAULT '',
+	last_error       TEXT NOT NULL DEFAULT '',  -- why the agent refused the last offered bundle
+	rejected_version INTEGER NOT NULL DEFAULT 0,
+	reported_at      INTEGER NOT NULL
+);
+`,
 }
 
 // migrate applies the migrations above the database's version, up to target, each in its own

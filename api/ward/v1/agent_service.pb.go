@@ -425,7 +425,7 @@ var File_ward_v1_agent_service_proto protoreflect.FileDescriptor
 
 const file_ward_v1_agent_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1bward/v1/agent_service.proto\x12\award.v1\x1a\x13ward/v1/event.proto\"\x9e\x01\n" +
+	"\x1bward/v1/agent_service.proto\x12\award.v1\x1a\x13ward/v1/event.proto\x1a\x14ward/v1/policy.proto\"\x9e\x01\n" +
 	"\rEnrollRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
 	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\x12\x1a\n" +
@@ -450,11 +450,12 @@ const file_ward_v1_agent_service_proto_rawDesc = "" +
 	"\x0eExportResponse\x12'\n" +
 	"\x05acked\x18\x01 \x03(\v2\x11.ward.v1.SeqRangeR\x05acked\x12\x1a\n" +
 	"\brejected\x18\x02 \x01(\rR\brejected\x12#\n" +
-	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage2\xdd\x01\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage2\xa7\x02\n" +
 	"\fAgentService\x129\n" +
 	"\x06Enroll\x12\x16.ward.v1.EnrollRequest\x1a\x17.ward.v1.EnrollResponse\x12W\n" +
 	"\x10RenewCertificate\x12 .ward.v1.RenewCertificateRequest\x1a!.ward.v1.RenewCertificateResponse\x129\n" +
-	"\x06Export\x12\x16.ward.v1.ExportRequest\x1a\x17.ward.v1.ExportResponseB-Z+github.com/ward-dlp/ward/api/ward/v1;wardv1b\x06proto3"
+	"\x06Export\x12\x16.ward.v1.ExportRequest\x1a\x17.ward.v1.ExportResponse\x12H\n" +
+	"\vFetchPolicy\x12\x1b.ward.v1.FetchPolicyRequest\x1a\x1c.ward.v1.FetchPolicyResponseB-Z+github.com/ward-dlp/ward/api/ward/v1;wardv1b\x06proto3"
 
 var (
 	file_ward_v1_agent_service_proto_rawDescOnce sync.Once
@@ -478,6 +479,8 @@ var file_ward_v1_agent_service_proto_goTypes = []any{
 	(*SeqRange)(nil),                 // 5: ward.v1.SeqRange
 	(*ExportResponse)(nil),           // 6: ward.v1.ExportResponse
 	(*Event)(nil),                    // 7: ward.v1.Event
+	(*FetchPolicyRequest)(nil),       // 8: ward.v1.FetchPolicyRequest
+	(*FetchPolicyResponse)(nil),      // 9: ward.v1.FetchPolicyResponse
 }
 var file_ward_v1_agent_service_proto_depIdxs = []int32{
 	7, // 0: ward.v1.ExportRequest.events:type_name -> ward.v1.Event
@@ -485,11 +488,13 @@ var file_ward_v1_agent_service_proto_depIdxs = []int32{
 	0, // 2: ward.v1.AgentService.Enroll:input_type -> ward.v1.EnrollRequest
 	2, // 3: ward.v1.AgentService.RenewCertificate:input_type -> ward.v1.RenewCertificateRequest
 	4, // 4: ward.v1.AgentService.Export:input_type -> ward.v1.ExportRequest
-	1, // 5: ward.v1.AgentService.Enroll:output_type -> ward.v1.EnrollResponse
-	3, // 6: ward.v1.AgentService.RenewCertificate:output_type -> ward.v1.RenewCertificateResponse
-	6, // 7: ward.v1.AgentService.Export:output_type -> ward.v1.ExportResponse
-	5, // [5:8] is the sub-list for method output_type
-	2, // [2:5] is the sub-list for method input_type
+	8, // 5: ward.v1.AgentService.FetchPolicy:input_type -> ward.v1.FetchPolicyRequest
+	1, // 6: ward.v1.AgentService.Enroll:output_type -> ward.v1.EnrollResponse
+	3, // 7: ward.v1.AgentService.RenewCertificate:output_type -> ward.v1.RenewCertificateResponse
+	6, // 8: ward.v1.AgentService.Export:output_type -> ward.v1.ExportResponse
+	9, // 9: ward.v1.AgentService.FetchPolicy:output_type -> ward.v1.FetchPolicyResponse
+	6, // [6:10] is the sub-list for method output_type
+	2, // [2:6] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name
 	2, // [2:2] is the sub-list for extension extendee
 	0, // [0:2] is the sub-list for field type_name
@@ -501,6 +506,7 @@ func file_ward_v1_agent_service_proto_init() {
 		return
 	}
 	file_ward_v1_event_proto_init()
+	file_ward_v1_policy_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

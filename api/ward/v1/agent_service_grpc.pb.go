@@ -22,6 +22,7 @@ const (
 	AgentService_Enroll_FullMethodName           = "/ward.v1.AgentService/Enroll"
 	AgentService_RenewCertificate_FullMethodName = "/ward.v1.AgentService/RenewCertificate"
 	AgentService_Export_FullMethodName           = "/ward.v1.AgentService/Export"
+	AgentService_FetchPolicy_FullMethodName      = "/ward.v1.AgentService/FetchPolicy"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -37,6 +38,9 @@ type AgentServiceClient interface {
 	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
 	// Export stores a batch of events and acknowledges the sequence ranges now durable.
 	Export(ctx context.Context, in *ExportRequest, opts ...grpc.CallOption) (*ExportResponse, error)
+	// FetchPolicy is polled by agents with the version they apply; it returns a newer signed
+	// bundle for their group when there is one. Agents verify it themselves.
+	FetchPolicy(ctx context.Context, in *FetchPolicyRequest, opts ...grpc.CallOption) (*FetchPolicyResponse, error)
 }
 
 type agentServiceClient struct {
@@ -77,6 +81,16 @@ func (c *agentServiceClient) Export(ctx context.Context, in *ExportRequest, opts
 	return out, nil
 }
 
+func (c *agentServiceClient) FetchPolicy(ctx context.Context, in *FetchPolicyRequest, opts ...grpc.CallOption) (*FetchPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FetchPolicyResponse)
+	err := c.cc.Invoke(ctx, AgentService_FetchPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -90,6 +104,9 @@ type AgentServiceServer interface {
 	RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
 	// Export stores a batch of events and acknowledges the sequence ranges now durable.
 	Export(context.Context, *ExportRequest) (*ExportResponse, error)
+	// FetchPolicy is polled by agents with the version they apply; it returns a newer signed
+	// bundle for their group when there is one. Agents verify it themselves.
+	FetchPolicy(context.Context, *FetchPolicyRequest) (*FetchPolicyResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -108,6 +125,9 @@ func (UnimplementedAgentServiceServer) RenewCertificate(context.Context, *RenewC
 }
 func (UnimplementedAgentServiceServer) Export(context.Context, *ExportRequest) (*ExportResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Export not implemented")
+}
+func (UnimplementedAgentServiceServer) FetchPolicy(context.Context, *FetchPolicyRequest) (*FetchPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FetchPolicy not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -184,6 +204,24 @@ func _AgentService_Export_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_FetchPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FetchPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).FetchPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_FetchPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).FetchPolicy(ctx, req.(*FetchPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -202,6 +240,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Export",
 			Handler:    _AgentService_Export_Handler,
+		},
+		{
+			MethodName: "FetchPolicy",
+			Handler:    _AgentService_FetchPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1095,8 +1095,25 @@ type Decision struct {
 	// Compliance mapping of the rule, e.g. "42 CFR 2.32", "HIPAA 164.312(b)".
 	ComplianceTags []string `protobuf:"bytes,4,rep,name=compliance_tags,json=complianceTags,proto3" json:"compliance_tags,omitempty"`
 	PolicyVersion  string   `protobuf:"bytes,5,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// What the agent actually did. It differs from action when the rule is in monitor mode
+	// (record) or the agent cannot enforce the action on this kind of event yet (e.g. block of
+	// a file write that already happened: alert), and enforcement says why.
+	ActionTaken Action `protobuf:"varint,6,opt,name=action_taken,json=actionTaken,proto3,enum=ward.v1.Action" json:"action_taken,omitempty"`
+	// True when the deciding rule, or the whole policy, is in monitor-only mode.
+	Monitor bool `protobuf:"varint,7,opt,name=monitor,proto3" json:"monitor,omitempty"`
+	// Why action_taken differs from action; empty when they are the same.
+	Enforcement string `protobuf:"bytes,8,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
+	// Set when an active patient consent covers the disclosure: it is logged as a consented
+	// disclosure, not a violation; rule_id names the rule that would otherwise have fired.
+	ConsentId string `protobuf:"bytes,9,opt,name=consent_id,json=consentId,proto3" json:"consent_id,omitempty"`
+	// Set when a policy exception suppressed the rule named by rule_id.
+	ExceptionId string `protobuf:"bytes,10,opt,name=exception_id,json=exceptionId,proto3" json:"exception_id,omitempty"`
+	// Monitor-mode rules that also matched but did not decide (trial rules).
+	MonitorRuleIds []string `protobuf:"bytes,11,rep,name=monitor_rule_ids,json=monitorRuleIds,proto3" json:"monitor_rule_ids,omitempty"`
+	// Name of the policy bundle that decided.
+	PolicyName    string `protobuf:"bytes,12,opt,name=policy_name,json=policyName,proto3" json:"policy_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Decision) Reset() {
@@ -1160,6 +1177,55 @@ func (x *Decision) GetComplianceTags() []string {
 func (x *Decision) GetPolicyVersion() string {
 	if x != nil {
 		return x.PolicyVersion
+	}
+	return ""
+}
+
+func (x *Decision) GetActionTaken() Action {
+	if x != nil {
+		return x.ActionTaken
+	}
+	return Action_ACTION_UNSPECIFIED
+}
+
+func (x *Decision) GetMonitor() bool {
+	if x != nil {
+		return x.Monitor
+	}
+	return false
+}
+
+func (x *Decision) GetEnforcement() string {
+	if x != nil {
+		return x.Enforcement
+	}
+	return ""
+}
+
+func (x *Decision) GetConsentId() string {
+	if x != nil {
+		return x.ConsentId
+	}
+	return ""
+}
+
+func (x *Decision) GetExceptionId() string {
+	if x != nil {
+		return x.ExceptionId
+	}
+	return ""
+}
+
+func (x *Decision) GetMonitorRuleIds() []string {
+	if x != nil {
+		return x.MonitorRuleIds
+	}
+	return nil
+}
+
+func (x *Decision) GetPolicyName() string {
+	if x != nil {
+		return x.PolicyName
 	}
 	return ""
 }
@@ -1284,8 +1350,10 @@ type Health struct {
 	// Findings are evicted only after all telemetry; this counts the ones that were lost anyway.
 	SpoolFindingsEvicted  uint64 `protobuf:"varint,5,opt,name=spool_findings_evicted,json=spoolFindingsEvicted,proto3" json:"spool_findings_evicted,omitempty"`
 	SpoolTelemetryEvicted uint64 `protobuf:"varint,6,opt,name=spool_telemetry_evicted,json=spoolTelemetryEvicted,proto3" json:"spool_telemetry_evicted,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Which policy the agent applies and whether a pushed bundle was refused.
+	Policy        *PolicyStatus `protobuf:"bytes,7,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Health) Reset() {
@@ -1358,6 +1426,13 @@ func (x *Health) GetSpoolTelemetryEvicted() uint64 {
 		return x.SpoolTelemetryEvicted
 	}
 	return 0
+}
+
+func (x *Health) GetPolicy() *PolicyStatus {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
 }
 
 // ProbeStatus reports one kernel hook.
@@ -1436,7 +1511,7 @@ var File_ward_v1_event_proto protoreflect.FileDescriptor
 
 const file_ward_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x13ward/v1/event.proto\x12\award.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x02\n" +
+	"\x13ward/v1/event.proto\x12\award.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14ward/v1/policy.proto\"\xdb\x02\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -1515,13 +1590,23 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	"\x06device\x18\x02 \x01(\x04R\x06device\x12\x14\n" +
 	"\x05inode\x18\x03 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12=\n" +
-	"\x0econtent_source\x18\x05 \x01(\x0e2\x16.ward.v1.ContentSourceR\rcontentSource\"\xcb\x01\n" +
+	"\x0econtent_source\x18\x05 \x01(\x0e2\x16.ward.v1.ContentSourceR\rcontentSource\"\xc8\x03\n" +
 	"\bDecision\x12'\n" +
 	"\x06action\x18\x01 \x01(\x0e2\x0f.ward.v1.ActionR\x06action\x12-\n" +
 	"\bseverity\x18\x02 \x01(\x0e2\x11.ward.v1.SeverityR\bseverity\x12\x17\n" +
 	"\arule_id\x18\x03 \x01(\tR\x06ruleId\x12'\n" +
 	"\x0fcompliance_tags\x18\x04 \x03(\tR\x0ecomplianceTags\x12%\n" +
-	"\x0epolicy_version\x18\x05 \x01(\tR\rpolicyVersion\"\x96\x02\n" +
+	"\x0epolicy_version\x18\x05 \x01(\tR\rpolicyVersion\x122\n" +
+	"\faction_taken\x18\x06 \x01(\x0e2\x0f.ward.v1.ActionR\vactionTaken\x12\x18\n" +
+	"\amonitor\x18\a \x01(\bR\amonitor\x12 \n" +
+	"\venforcement\x18\b \x01(\tR\venforcement\x12\x1d\n" +
+	"\n" +
+	"consent_id\x18\t \x01(\tR\tconsentId\x12!\n" +
+	"\fexception_id\x18\n" +
+	" \x01(\tR\vexceptionId\x12(\n" +
+	"\x10monitor_rule_ids\x18\v \x03(\tR\x0emonitorRuleIds\x12\x1f\n" +
+	"\vpolicy_name\x18\f \x01(\tR\n" +
+	"policyName\"\x96\x02\n" +
 	"\aFinding\x121\n" +
 	"\n" +
 	"data_class\x18\x01 \x01(\x0e2\x12.ward.v1.DataClassR\tdataClass\x12\x1e\n" +
@@ -1533,7 +1618,7 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	" \x01(\v2\x13.ward.v1.FileTargetH\x00R\x04file\x12(\n" +
 	"\amatches\x18\x04 \x03(\v2\x0e.ward.v1.MatchR\amatches\x12-\n" +
 	"\bdecision\x18\x05 \x01(\v2\x11.ward.v1.DecisionR\bdecisionB\b\n" +
-	"\x06target\"\xd4\x02\n" +
+	"\x06target\"\x83\x03\n" +
 	"\x06Health\x12,\n" +
 	"\x06probes\x18\x01 \x03(\v2\x14.ward.v1.ProbeStatusR\x06probes\x120\n" +
 	"\x05drops\x18\x02 \x03(\v2\x1a.ward.v1.Health.DropsEntryR\x05drops\x12\x1f\n" +
@@ -1541,7 +1626,8 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	"spoolBytes\x12!\n" +
 	"\fspool_events\x18\x04 \x01(\x04R\vspoolEvents\x124\n" +
 	"\x16spool_findings_evicted\x18\x05 \x01(\x04R\x14spoolFindingsEvicted\x126\n" +
-	"\x17spool_telemetry_evicted\x18\x06 \x01(\x04R\x15spoolTelemetryEvicted\x1a8\n" +
+	"\x17spool_telemetry_evicted\x18\x06 \x01(\x04R\x15spoolTelemetryEvicted\x12-\n" +
+	"\x06policy\x18\a \x01(\v2\x15.ward.v1.PolicyStatusR\x06policy\x1a8\n" +
 	"\n" +
 	"DropsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -1607,6 +1693,7 @@ var file_ward_v1_event_proto_goTypes = []any{
 	(*ProbeStatus)(nil),           // 16: ward.v1.ProbeStatus
 	nil,                           // 17: ward.v1.Health.DropsEntry
 	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*PolicyStatus)(nil),          // 19: ward.v1.PolicyStatus
 }
 var file_ward_v1_event_proto_depIdxs = []int32{
 	18, // 0: ward.v1.Event.time:type_name -> google.protobuf.Timestamp
@@ -1625,18 +1712,20 @@ var file_ward_v1_event_proto_depIdxs = []int32{
 	0,  // 13: ward.v1.FileTarget.content_source:type_name -> ward.v1.ContentSource
 	3,  // 14: ward.v1.Decision.action:type_name -> ward.v1.Action
 	2,  // 15: ward.v1.Decision.severity:type_name -> ward.v1.Severity
-	1,  // 16: ward.v1.Finding.data_class:type_name -> ward.v1.DataClass
-	8,  // 17: ward.v1.Finding.process:type_name -> ward.v1.Process
-	12, // 18: ward.v1.Finding.file:type_name -> ward.v1.FileTarget
-	11, // 19: ward.v1.Finding.matches:type_name -> ward.v1.Match
-	13, // 20: ward.v1.Finding.decision:type_name -> ward.v1.Decision
-	16, // 21: ward.v1.Health.probes:type_name -> ward.v1.ProbeStatus
-	17, // 22: ward.v1.Health.drops:type_name -> ward.v1.Health.DropsEntry
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	3,  // 16: ward.v1.Decision.action_taken:type_name -> ward.v1.Action
+	1,  // 17: ward.v1.Finding.data_class:type_name -> ward.v1.DataClass
+	8,  // 18: ward.v1.Finding.process:type_name -> ward.v1.Process
+	12, // 19: ward.v1.Finding.file:type_name -> ward.v1.FileTarget
+	11, // 20: ward.v1.Finding.matches:type_name -> ward.v1.Match
+	13, // 21: ward.v1.Finding.decision:type_name -> ward.v1.Decision
+	16, // 22: ward.v1.Health.probes:type_name -> ward.v1.ProbeStatus
+	17, // 23: ward.v1.Health.drops:type_name -> ward.v1.Health.DropsEntry
+	19, // 24: ward.v1.Health.policy:type_name -> ward.v1.PolicyStatus
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_ward_v1_event_proto_init() }
@@ -1644,6 +1733,7 @@ func file_ward_v1_event_proto_init() {
 	if File_ward_v1_event_proto != nil {
 		return
 	}
+	file_ward_v1_policy_proto_init()
 	file_ward_v1_event_proto_msgTypes[0].OneofWrappers = []any{
 		(*Event_Process)(nil),
 		(*Event_File)(nil),
