@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Ward classifier benchmarks: MB/s per core for clean clinical text, PHI-dense text and DOCX,
-# and ripgrep (-j1) over the same bytes with the equivalent identifier/anchor regexes.
+# Ward classifier benchmarks: MB/s per core for clean clinical text, PHI-dense text, DOCX and
+# PDF, and ripgrep (-j1) over the same bytes with the equivalent identifier/anchor regexes.
 # Usage: classifiers/bench.sh   (from the repository root; BENCHTIME=5x to change)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,10 +45,12 @@ rgmbs() { # file -> MB/s of rg -j1 (best of 3)
 }
 
 printf '\n%-22s %12s %12s %8s\n' corpus "ward MB/s" "rg MB/s" "ward/rg"
-for pair in "clinical-clean.txt:clinical-clean.txt" "phi-dense.csv:phi-dense.csv" "notes.docx:notes-docx-text.txt"; do
+echo "load before timing: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
+for pair in "clinical-clean.txt:clinical-clean.txt" "phi-dense.csv:phi-dense.csv" "notes.docx:notes-docx-text.txt" "notes.pdf:notes-pdf-text.txt"; do
   name=${pair%%:*}; rgfile=${pair#*:}
   w=${ward[$name]:-0}
   r=0; command -v rg >/dev/null && r=$(rgmbs "$dir/$rgfile")
   printf '%-22s %12.0f %12.0f %8.2f\n' "$name" "$w" "$r" "$(awk -v w="$w" -v r="$r" 'BEGIN{print (r>0)?w/r:0}')"
 done
-echo "(rg -j1 -c with ${#pats[@]} args of patterns; Go benchmarks with -cpu 1; PDF: not supported yet)"
+echo "(rg -j1 -c with ${#pats[@]} args of patterns; Go benchmarks with -cpu 1; DOCX and PDF: MB/s of extracted text, extraction included; rg over the extracted text)"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -60,6 +60,9 @@ type Match struct {
 	Fingerprints []string
 	// Evidence explains the strongest occurrence without quoting secret values.
 	Evidence string
+	// Version is the detector definition's version (0 for detectors without one), so a
+	// finding can be tied to the rules that produced it.
+	Version int `json:",omitempty"`
 }
 
 // Config bounds what the engine keeps and keys its fingerprints. It is read once at New.
@@ -101,6 +104,10 @@ type Interest struct {
 	// "42 CFR") reject most hits in place instead of growing its hit list; it must be cheap,
 	// look only near off, and be safe for concurrent use.
 	Confirm func(content []byte, off, literal int) bool
+	// Always runs the detector on every content, anchors or not: for detectors that judge
+	// the whole text (document fingerprints). It costs a full pass of the detector's own,
+	// so built-in anchor-driven detectors never set it.
+	Always bool
 }
 
 // Hit is one occurrence of one of a detector's literals.
@@ -139,6 +146,14 @@ type Detector interface {
 	Detect(s *Scan, r *Reporter)
 }
 
+// Tuned is implemented by detectors built from versioned definitions (classifiers/defs).
+// The engine drops their occurrences below MinConfidence before counting, sampling or
+// combining them, and stamps Version on their matches.
+type Tuned interface {
+	MinConfidence() int
+	Version() int
+}
+
 // Combiner is a detector that runs after all others and sees their matches: it turns
 // co-occurrence (SUD codes next to patient identifiers) into a finding of its own. It is
 // called for every content, with or without hits of its own.
@@ -162,7 +177,9 @@ type Stats struct {
 type Engine struct {
 	cfg       Config
 	detectors []Detector
+	tuning    []tuning // per detector
 	combiners []Combiner
+	ctuning   []tuning // per combiner
 	pf        *prefilter
 	scratch   sync.Pool
 	panics    atomic.Uint64
@@ -206,8 +223,11 @@ func New(cfg Config, detectors ...Detector) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, detectors: slices.Clone(detectors), pf: pf}
 	for _, d := range detectors {
+		t := tuningOf(d)
+		e.tuning = append(e.tuning, t)
 		if c, ok := d.(Combiner); ok {
 			e.combiners = append(e.combiners, c)
+			e.ctuning = append(e.ctuning, t)
 		}
 	}
 	e.scratch.New = func() any { return newScratch(len(detectors)) }
@@ -238,14 +258,14 @@ func (e *Engine) classify(content []byte, own *Span, combine bool) []Match {
 	var out []Match
 	for i, d := range e.detectors {
 		want := e.pf.wantRuns[i]
-		if len(sc.hits[i]) == 0 && !(want && len(sc.runs) > 0) {
+		if len(sc.hits[i]) == 0 && !(want && len(sc.runs) > 0) && !e.pf.always[i] {
 			continue
 		}
 		s := Scan{Content: content, Hits: sc.hits[i], Truncated: sc.truncated[i]}
 		if want {
 			s.DigitRuns = sc.runs
 		}
-		r := Reporter{detector: d.Name(), cfg: &e.cfg, own: own}
+		r := Reporter{detector: d.Name(), cfg: &e.cfg, own: own, tuning: e.tuning[i]}
 		if e.run(d, &s, &r) {
 			out = r.appendMatches(out)
 		}
@@ -261,14 +281,24 @@ func (e *Engine) classify(content []byte, own *Span, combine bool) []Match {
 func (e *Engine) combine(out []Match) []Match {
 	{
 		n := len(out)
-		for _, c := range e.combiners {
-			r := Reporter{detector: c.Name(), cfg: &e.cfg}
+		for i, c := range e.combiners {
+			r := Reporter{detector: c.Name(), cfg: &e.cfg, tuning: e.ctuning[i]}
 			if e.runCombine(c, out[:n], &r) {
 				out = r.appendMatches(out)
 			}
 		}
 	}
 	return out
+}
+
+// tuning is what the engine applies to a Tuned detector's reports.
+type tuning struct{ min, version int }
+
+func tuningOf(d Detector) tuning {
+	if t, ok := d.(Tuned); ok {
+		return tuning{min: max(0, min(100, t.MinConfidence())), version: t.Version()}
+	}
+	return tuning{}
 }
 
 // run calls one detector, converting a panic into a counted, discarded result.

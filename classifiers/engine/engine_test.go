@@ -59,7 +59,9 @@ func TestNewValidates(t *testing.T) {
 // search for random literal sets (spanning several 64-bit words) over random text.
 func TestPrefilterMatchesNaive(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	alpha := "abAB12-. "
+	// Upper-case letters and their neighbours (@ [ ` {) and high-bit bytes whose low
+	// seven bits are letters exercise the word-at-a-time upper-case pass.
+	alpha := "abAB12-. Zz@[`{\xc1\xdaY"
 	randStr := func(n int) string {
 		b := make([]byte, n)
 		for i := range b {
@@ -85,9 +87,16 @@ func TestPrefilterMatchesNaive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		content := []byte(randStr(rng.IntN(3000)))
+		n := rng.IntN(3000)
+		if round%8 == 0 {
+			n = 16<<10 + rng.IntN(8000) // large enough for the dense-byte pass
+		}
+		content := []byte(randStr(n))
 		e.Classify(content)
-		lc := bytes.ToLower(content)
+		lc := make([]byte, len(content)) // ASCII folding only, as literals are matched
+		for i, c := range content {
+			lc[i] = lower(c)
+		}
 		for _, r := range recs {
 			var want []Hit
 			for off := range content {

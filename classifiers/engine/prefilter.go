@@ -17,10 +17,15 @@ import (
 // case-insensitive literal whose rare byte is a letter sweeps both cases. Digit runs are
 // found by probing every fourth byte (a run of four or more digits always contains a probe)
 // and growing the run around a digit probe.
+//
+// (A word-at-a-time pass over all upper-case letters, replacing the upper-case sweeps, was
+// measured slower on clinical prose: upper-case letters are too common there; see
+// docs/benchmarks-classifiers.md.)
 type prefilter struct {
 	lits     []pfLit
 	sweeps   []pfSweep
 	wantRuns []bool // per detector
+	always   []bool // per detector
 	anyRuns  bool
 }
 
@@ -41,6 +46,23 @@ type pfSub struct {
 type pfSweep struct {
 	b    byte
 	lits []int32
+	// pair is the offset (+1 or -1, 0 for none) of a neighbour byte every literal of the
+	// sweep constrains, and allow the neighbour bytes they accept (fold-aware): most
+	// occurrences of a common anchor byte fail this one-byte test and never reach verify.
+	pair  int
+	allow [4]uint64
+}
+
+func (s *pfSweep) allows(content []byte, at int) bool {
+	j := at + s.pair
+	if s.pair == 0 {
+		return true
+	}
+	if j < 0 || j >= len(content) {
+		return false
+	}
+	c := content[j]
+	return s.allow[c>>6]&(1<<(c&63)) != 0
 }
 
 // byteCost is an estimate of how often each byte occurs in clinical documents, per 10 000
@@ -53,10 +75,13 @@ func byteCost(c byte) int {
 	case 'a' <= c && c <= 'z':
 		return int(lowerFreq[c-'a']) * 10
 	case 'A' <= c && c <= 'Z':
+		// Sentence starts and clinical abbreviations (BP, HR, LDL, GAD-7, RTC, eGFR)
+		// make most capitals common; measured on the benchmark prose, L, R and D occur
+		// about 45 times per 10 000 bytes.
 		switch c {
-		case 'T', 'S', 'A', 'I', 'P', 'C', 'M', 'H', 'R', 'B', 'D', 'N':
-			return 25
-		case 'Q', 'Z', 'X', 'J', 'K', 'Y', 'V', 'U':
+		case 'T', 'S', 'A', 'I', 'P', 'C', 'M', 'H', 'R', 'B', 'D', 'N', 'L', 'G', 'F', 'E', 'W':
+			return 40
+		case 'Q', 'Z', 'X', 'J', 'K', 'Y', 'V', 'U', 'O':
 			return 3
 		}
 		return 10
@@ -71,7 +96,11 @@ func byteCost(c byte) int {
 		return 200
 	case c == '.' || c == ',':
 		return 100
-	case c == '-' || c == '/' || c == ':' || c == '(' || c == ')' || c == '"' || c == '\'':
+	case c == '/' || c == '-':
+		// Dates (08/30/2026, 2026-09-14), doses (16/4 mg), blood pressures (128/82),
+		// hyphenated words (follow-up): measured about 75 per 10 000 bytes.
+		return 75
+	case c == ':' || c == '(' || c == ')' || c == '"' || c == '\'':
 		return 30
 	case c == '|' || c == '@' || c == '#' || c == '^' || c == '~' || c == '\\' || c == '_' || c == '{' || c == '}' || c == '[' || c == ']':
 		return 3
@@ -102,7 +131,7 @@ func upper(c byte) byte {
 func isASCIILetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
 
 func newPrefilter(interests []Interest) (*prefilter, error) {
-	p := &prefilter{wantRuns: make([]bool, len(interests))}
+	p := &prefilter{wantRuns: make([]bool, len(interests)), always: make([]bool, len(interests))}
 	ids := map[string]int{}
 	add := func(d, local int, l string, fold bool, confirm func([]byte, int, int) bool) error {
 		if len(l) == 0 || len(l) > 64 {
@@ -125,6 +154,7 @@ func newPrefilter(interests []Interest) (*prefilter, error) {
 	}
 	for d, in := range interests {
 		p.wantRuns[d] = in.DigitRuns
+		p.always[d] = in.Always
 		p.anyRuns = p.anyRuns || in.DigitRuns
 		for j, l := range in.Literals {
 			if err := add(d, j, l, true, in.Confirm); err != nil {
@@ -138,6 +168,7 @@ func newPrefilter(interests []Interest) (*prefilter, error) {
 		}
 	}
 	p.plan()
+	p.pairFilters()
 	return p, nil
 }
 
@@ -193,6 +224,35 @@ func (p *prefilter) plan() {
 			}
 		}
 		p.placeAll(order, cost, sweepOf, open)
+	}
+}
+
+// pairFilters sets each sweep's neighbour-byte filter.
+func (p *prefilter) pairFilters() {
+	for si := range p.sweeps {
+		sw := &p.sweeps[si]
+		for _, off := range []int{1, -1} {
+			ok := true
+			var allow [4]uint64
+			for _, id := range sw.lits {
+				l := &p.lits[id]
+				j := l.pos + off
+				if j < 0 || j >= len(l.text) {
+					ok = false
+					break
+				}
+				c := l.text[j]
+				allow[c>>6] |= 1 << (c & 63)
+				if l.fold && isASCIILetter(c) {
+					u := upper(c)
+					allow[u>>6] |= 1 << (u & 63)
+				}
+			}
+			if ok {
+				sw.pair, sw.allow = off, allow
+				break
+			}
+		}
 	}
 }
 
@@ -257,8 +317,24 @@ func (s *scratch) reset() {
 }
 
 func (p *prefilter) scan(content []byte, sc *scratch) {
+	var dense [256]uint8 // sweep index + 1 of bytes too common for their own sweep
+	anyDense := false
+	if len(content) >= denseMinContent {
+		hist := sampleHistogram(content)
+		for si := range p.sweeps {
+			if hist[p.sweeps[si].b] > denseSampleHits && si < 255 {
+				dense[p.sweeps[si].b] = uint8(si + 1)
+				anyDense = true
+			}
+		}
+	}
 	for si := range p.sweeps {
-		p.sweep(&p.sweeps[si], content, sc)
+		if dense[p.sweeps[si].b] == 0 {
+			p.sweep(&p.sweeps[si], content, sc)
+		}
+	}
+	if anyDense {
+		p.densePass(&dense, content, sc)
 	}
 	if p.anyRuns {
 		digitRuns(content, sc)
@@ -283,21 +359,65 @@ func (p *prefilter) sweep(s *pfSweep, content []byte, sc *scratch) {
 		}
 		at := base + i
 		base = at + 1
-		for _, id := range s.lits {
-			l := &p.lits[id]
-			off := at - l.pos
-			if off < 0 || off+len(l.text) > len(content) {
-				continue
-			}
-			if l.fold {
-				if !hasFoldedPrefix(content[off:], l.text) {
-					continue
-				}
-			} else if !bytes.HasPrefix(content[off:], l.text) {
-				continue
-			}
-			p.record(l, off, content, sc)
+		if s.allows(content, at) {
+			p.verify(s.lits, at, content, sc)
 		}
+	}
+}
+
+// Dense sweeps. bytes.IndexByte costs a call and a SIMD set-up per occurrence, which is
+// cheap for a byte every few hundred bytes and expensive for one every few bytes (digits
+// in a roster export, '/' in a table of dates). Before the sweeps, a sample of the content
+// is counted; the sweep bytes common in it are found together by one table-driven pass
+// instead, whose cost does not depend on how often they occur.
+const (
+	denseMinContent = 16 << 10 // smaller contents are not worth sampling
+	denseSampleSize = 64       // bytes per sample chunk
+	denseSamples    = 64       // chunks, spread over the content (4 KiB in all)
+	denseSampleHits = 4096 / 48
+)
+
+// sampleHistogram counts bytes in denseSamples chunks spread evenly over content.
+func sampleHistogram(content []byte) *[256]int {
+	var h [256]int
+	step := (len(content) - denseSampleSize) / (denseSamples - 1)
+	for k := range denseSamples {
+		for _, c := range content[k*step : k*step+denseSampleSize] {
+			h[c]++
+		}
+	}
+	return &h
+}
+
+// densePass verifies the dense sweeps' literals at every occurrence of their bytes, in one
+// pass over content.
+func (p *prefilter) densePass(dense *[256]uint8, content []byte, sc *scratch) {
+	for at, c := range content {
+		if t := dense[c]; t != 0 {
+			s := &p.sweeps[t-1]
+			if s.allows(content, at) {
+				p.verify(s.lits, at, content, sc)
+			}
+		}
+	}
+}
+
+// verify checks the literals anchored at content[at] and records those present.
+func (p *prefilter) verify(ids []int32, at int, content []byte, sc *scratch) {
+	for _, id := range ids {
+		l := &p.lits[id]
+		off := at - l.pos
+		if off < 0 || off+len(l.text) > len(content) {
+			continue
+		}
+		if l.fold {
+			if !hasFoldedPrefix(content[off:], l.text) {
+				continue
+			}
+		} else if !bytes.HasPrefix(content[off:], l.text) {
+			continue
+		}
+		p.record(l, off, content, sc)
 	}
 }
 

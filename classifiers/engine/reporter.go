@@ -16,6 +16,7 @@ type Reporter struct {
 	// own is the half-open range of offsets this call reports (streaming windows overlap,
 	// and an occurrence belongs to exactly one of them); nil for all.
 	own     *Span
+	tuning  tuning
 	mac     hash.Hash
 	buckets []bucket
 	sum     [sha256.Size]byte
@@ -63,6 +64,9 @@ func (r *Reporter) bucket(class DataClass, confidence, off int, evidence string)
 		return nil
 	}
 	confidence = max(0, min(100, confidence))
+	if confidence < r.tuning.min {
+		return nil
+	}
 	var b *bucket
 	for i := range r.buckets {
 		if r.buckets[i].class == class {
@@ -114,6 +118,7 @@ func (r *Reporter) appendMatches(out []Match) []Match {
 			Masked:       b.masked,
 			Fingerprints: b.fps,
 			Evidence:     b.evidence,
+			Version:      r.tuning.version,
 		})
 	}
 	return out

@@ -1,6 +1,6 @@
 // Package extract turns files into the text Ward classifies: Office Open XML (DOCX, XLSX,
-// PPTX) and OpenDocument text, zip and gzip archives, UTF-16 text, and MIME bodies in
-// base64 or quoted-printable. Archives are read with depth, entry and size limits, and an
+// PPTX) and OpenDocument text, PDF text, zip and gzip archives, UTF-16 text, and MIME
+// bodies in base64 or quoted-printable. Archives are read with depth, entry and size limits, and an
 // archive that expands past them (a zip bomb) is an error for that file, not an outage.
 package extract
 
@@ -10,13 +10,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
 	"mime/quotedprintable"
 	"path"
+	"strconv"
 	"strings"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -32,6 +33,10 @@ type Limits struct {
 	// MaxRatio is the largest expansion ratio accepted for a compressed member over 1 MiB.
 	// Default 200.
 	MaxRatio int64
+	// MaxPDFPages bounds the pages read from one PDF. Default 5000.
+	MaxPDFPages int
+	// PDFTimeout bounds the time spent extracting one PDF. Default 20s.
+	PDFTimeout time.Duration
 }
 
 func (l *Limits) defaults() {
@@ -46,6 +51,12 @@ func (l *Limits) defaults() {
 	}
 	if l.MaxRatio == 0 {
 		l.MaxRatio = 200
+	}
+	if l.MaxPDFPages == 0 {
+		l.MaxPDFPages = 5000
+	}
+	if l.PDFTimeout == 0 {
+		l.PDFTimeout = 20 * time.Second
 	}
 }
 
@@ -112,7 +123,7 @@ func (x *extractor) walk(name string, data []byte, depth int) error {
 		}
 		return x.walk(strings.TrimSuffix(name, ".gz")+"!gunzip", out, depth+1)
 	case bytes.HasPrefix(data, []byte("%PDF-")):
-		return fmt.Errorf("extract: %s: PDF text extraction is not supported yet", name)
+		return x.pdf(name, data)
 	}
 	if t, ok := utf16Text(data); ok {
 		x.emit(name+"!utf16", t)
@@ -200,30 +211,146 @@ func (x *extractor) zip(name string, data []byte, depth int) error {
 	return nil
 }
 
-// xmlText keeps the character data of an XML part, with a line break after paragraphs,
-// rows and cells so words of adjacent runs do not fuse ("SSN" "219-45-8765").
+// xmlText returns the character data of an Office/OpenDocument XML part, with a newline
+// after paragraphs, rows and line breaks and a space after cells, tabs and runs, so words of
+// adjacent elements stay apart. It is a single pass over the bytes (no tokens, no
+// allocation per element): comments, processing instructions and DOCTYPE declarations are
+// skipped, CDATA is copied, the five predefined entities and numeric character references
+// are decoded, and other entities are kept as written (nothing is ever expanded or fetched).
+// Malformed markup ends at the end of the data, never in an error.
 func xmlText(data []byte) []byte {
-	dec := xml.NewDecoder(bytes.NewReader(data))
-	dec.Strict = false
-	var out bytes.Buffer
-	for {
-		tok, err := dec.RawToken()
-		if err != nil {
-			break
-		}
-		switch t := tok.(type) {
-		case xml.CharData:
-			out.Write(t)
-		case xml.EndElement:
-			switch t.Name.Local {
-			case "p", "tr", "row", "br", "h":
-				out.WriteByte('\n')
-			case "tc", "c", "tab", "t", "v", "span":
-				out.WriteByte(' ')
+	out := make([]byte, 0, len(data)/4)
+	for i := 0; i < len(data); {
+		c := data[i]
+		switch c {
+		case '<':
+			i = xmlMarkup(data, i, &out)
+		case '&':
+			var n int
+			out, n = xmlEntity(out, data[i:])
+			i += n
+		default:
+			j := i + 1
+			for j < len(data) && data[j] != '<' && data[j] != '&' {
+				j++
 			}
+			out = append(out, data[i:j]...)
+			i = j
 		}
 	}
-	return out.Bytes()
+	return out
+}
+
+// xmlMarkup handles the markup starting at data[i] == '<' and returns the offset after it.
+func xmlMarkup(data []byte, i int, out *[]byte) int {
+	rest := data[i:]
+	skipTo := func(end string) int {
+		if k := bytes.Index(rest, []byte(end)); k >= 0 {
+			return i + k + len(end)
+		}
+		return len(data)
+	}
+	switch {
+	case bytes.HasPrefix(rest, []byte("<!--")):
+		return skipTo("-->")
+	case bytes.HasPrefix(rest, []byte("<![CDATA[")):
+		end := bytes.Index(rest, []byte("]]>"))
+		if end < 0 {
+			*out = append(*out, rest[9:]...)
+			return len(data)
+		}
+		*out = append(*out, rest[9:end]...)
+		return i + end + 3
+	case bytes.HasPrefix(rest, []byte("<?")):
+		return skipTo("?>")
+	case bytes.HasPrefix(rest, []byte("<!")):
+		// A DOCTYPE with an internal subset ends at "]>", after its declarations.
+		if gt, br := bytes.IndexByte(rest, '>'), bytes.IndexByte(rest, '['); br >= 0 && br < gt {
+			return skipTo("]>")
+		}
+		return skipTo(">")
+	}
+	// A start, end or empty-element tag: read the name, then skip attributes (quoted
+	// values may contain '>').
+	closing := len(rest) > 1 && rest[1] == '/'
+	j := 1
+	if closing {
+		j = 2
+	}
+	ns := j
+	for j < len(rest) && !isXMLSpace(rest[j]) && rest[j] != '>' && rest[j] != '/' {
+		j++
+	}
+	name := rest[ns:j]
+	if k := bytes.IndexByte(name, ':'); k > 0 && k < len(name)-1 {
+		name = name[k+1:] // w:t -> t; a name like ":c" or "c:" has no prefix
+	}
+	var quote byte
+	for ; j < len(rest); j++ {
+		b := rest[j]
+		if quote != 0 {
+			if b == quote {
+				quote = 0
+			}
+			continue
+		}
+		if b == '"' || b == '\'' {
+			quote = b
+			continue
+		}
+		if b == '>' {
+			break
+		}
+	}
+	if j >= len(rest) {
+		return len(data)
+	}
+	if closing || rest[j-1] == '/' {
+		switch string(name) {
+		case "p", "tr", "row", "br", "h":
+			*out = append(*out, '\n')
+		case "tc", "c", "tab", "t", "v", "span":
+			*out = append(*out, ' ')
+		}
+	}
+	return i + j + 1
+}
+
+func isXMLSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// xmlEntity decodes the reference at the start of b ("&amp;", "&#233;", "&#x2019;") and
+// returns the bytes consumed; anything else is copied as one '&'.
+func xmlEntity(out, b []byte) ([]byte, int) {
+	end := bytes.IndexByte(b[:min(len(b), 12)], ';')
+	if end < 2 {
+		return append(out, '&'), 1
+	}
+	ref := b[1:end]
+	switch string(ref) {
+	case "lt":
+		return append(out, '<'), end + 1
+	case "gt":
+		return append(out, '>'), end + 1
+	case "amp":
+		return append(out, '&'), end + 1
+	case "apos":
+		return append(out, '\''), end + 1
+	case "quot":
+		return append(out, '"'), end + 1
+	}
+	if ref[0] == '#' {
+		var v uint64
+		var err error
+		if len(ref) > 1 && (ref[1] == 'x' || ref[1] == 'X') {
+			v, err = strconv.ParseUint(string(ref[2:]), 16, 32)
+		} else {
+			v, err = strconv.ParseUint(string(ref[1:]), 10, 32)
+		}
+		if err == nil && utf8.ValidRune(rune(v)) {
+			return utf8.AppendRune(out, rune(v)), end + 1
+		}
+	}
+	return append(out, b[:end+1]...), end + 1
 }
 
 // utf16Text decodes UTF-16 with a BOM, or without one when at least 40% of the first
@@ -342,4 +469,24 @@ func newlineStripper(b []byte) io.Reader {
 		out.Write(bytes.TrimSpace(sc.Bytes()))
 	}
 	return &out
+}
+
+// pdf extracts a PDF's text within the file's remaining byte budget and the PDF limits.
+// Text extracted before an error or a limit is still emitted.
+func (x *extractor) pdf(name string, data []byte) error {
+	left := x.lim.MaxBytes - x.used
+	text, err := pdfText(data, pdfBudget{
+		pages:    x.lim.MaxPDFPages,
+		bytes:    left,
+		stream:   min(left, 64<<20),
+		deadline: time.Now().Add(x.lim.PDFTimeout),
+	})
+	if cerr := x.charge(int64(len(text))); cerr != nil && err == nil {
+		err = cerr
+	}
+	x.emit(name+"!pdf", validUTF8Text(text))
+	if err != nil {
+		return fmt.Errorf("extract: %s: %w", name, err)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -93,5 +94,53 @@ func FuzzNormalize(f *testing.F) {
 		if res := m.match(n.out); res.score > 0 && (res.first < 0 || res.first >= len(n.out)) {
 			t.Fatalf("match position %d outside %d", res.first, len(n.out))
 		}
+	})
+}
+
+// FuzzHL7v2Message: any message bytes, no panic; every emitted label is a Part 2 signal
+// with a code and a system, positioned inside the message's segment offsets.
+func FuzzHL7v2Message(f *testing.F) {
+	addFixtures(f, "*.hl7")
+	f.Add([]byte("MSH|^~\\&|A|B|C|D|20260101||ORM^O01|1|P|2.9||||||||||||||R^Restricted^HL70952\rORC|NW||||||||||||||||||||||||||ETH^alcohol/drug^HL70177~R\r"))
+	f.Add([]byte("MSH|^~\\&\rARV|1|A|PSY^^HL70717|||\r"))
+	f.Add([]byte("MSH^^^^"))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		const base = 100
+		ls := hl7Message(msg, base)
+		conf, _, ok := ls.verdict()
+		if !ok {
+			return
+		}
+		if conf < 0 || conf > 100 || ls.top.code == "" || ls.top.system == "" {
+			t.Fatalf("bad verdict %d %+v", conf, ls.top)
+		}
+		if ls.top.off < base || ls.top.off >= base+len(msg) {
+			t.Fatalf("label offset %d outside [%d, %d)", ls.top.off, base, base+len(msg))
+		}
+	})
+}
+
+// FuzzFHIRXMLWalker: any input, no panic, no entity expansion; an emitted Part 2 label
+// set has a code and a system and points at an element of the content.
+func FuzzFHIRXMLWalker(f *testing.F) {
+	addFixtures(f, "fhir-xml-*.xml")
+	f.Add([]byte(`<Bundle xmlns="http://hl7.org/fhir"><entry><resource><Patient><meta><security><system value="http://terminology.hl7.org/CodeSystem/v3-ActCode"/><code value="42CFRPart2"/></security></meta></Patient></resource></entry></Bundle>`))
+	f.Add([]byte(`<!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]><Consent><provision><securityLabel><system value="&b;"/><code value="R"/></securityLabel></provision></Consent>`))
+	f.Add([]byte(strings.Repeat("<a>", 5000)))
+	f.Fuzz(func(t *testing.T, content []byte) {
+		walkFHIRXML(content, func(ls *labelSet) {
+			if ls.n == 0 {
+				t.Fatal("empty label set emitted")
+			}
+			if ls.top.sig == sigNone {
+				return
+			}
+			if _, _, ok := ls.verdict(); ok && (ls.top.code == "" || ls.top.system == "") {
+				t.Fatalf("label without code or system: %+v", ls.top)
+			}
+			if ls.top.off < 0 || ls.top.off >= len(content) || content[ls.top.off] != '<' {
+				t.Fatalf("label offset %d does not point at an element", ls.top.off)
+			}
+		})
 	})
 }

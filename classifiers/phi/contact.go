@@ -3,6 +3,7 @@ package phi
 import (
 	"bytes"
 
+	"github.com/ward-dlp/ward/classifiers/defs"
 	"github.com/ward-dlp/ward/classifiers/engine"
 )
 
@@ -10,10 +11,13 @@ import (
 // +1 503 555 2142) that follow the NANP rules (area and exchange 2-9xx, not N11) next to a
 // phone keyword. A bare number is everywhere in clinical exports (clinic lines, fax
 // covers), so without context it is not reported. 555-0100..0199 is reserved for fiction.
-type Phone struct{}
+type Phone struct{ ctx keywordContext }
 
-// NewPhone returns the phone detector.
-func NewPhone() *Phone { return &Phone{} }
+// NewPhone returns the phone detector with the built-in definition.
+func NewPhone() *Phone { return NewPhoneFrom(defs.MustBuiltin("phi.phone")) }
+
+// NewPhoneFrom returns the phone detector tuned by a validated definition.
+func NewPhoneFrom(d defs.Definition) *Phone { return &Phone{ctx: newKeywordContext(d)} }
 
 // Name implements engine.Detector.
 func (*Phone) Name() string { return "phi.phone" }
@@ -21,28 +25,21 @@ func (*Phone) Name() string { return "phi.phone" }
 // Interest implements engine.Detector.
 func (*Phone) Interest() engine.Interest { return engine.Interest{DigitRuns: true} }
 
-var phoneKeywordsSet = newKeywordSet(phoneKeywords)
-
-var phoneKeywords = []keyword{
-	{"phone", "phone"}, {"tel", "tel"}, {"cell", "cell"}, {"mobile", "mobile"}, {"fax", "fax"},
-	{"contact", "contact"}, {"call", "call"}, {"ph:", "ph"}, {"ph #", "ph"}, {"home", "home"},
-	{"emergency", "emergency"}, {"text", "text"},
-}
-
 // Detect implements engine.Detector.
-func (*Phone) Detect(s *engine.Scan, r *engine.Reporter) {
+func (d *Phone) Detect(s *engine.Scan, r *engine.Reporter) {
 	b := s.Content
+	kc := d.ctx.cursor(s)
 	var norm [10]byte
 	for _, run := range s.DigitRuns {
 		start, end, ok := phoneAt(b, run, &norm)
 		if !ok {
 			continue
 		}
-		kw := findKeyword(b, start-48, start, phoneKeywordsSet)
+		kw := kc.find(start, end)
 		if kw < 0 {
 			continue
 		}
-		r.Identifier(engine.PHI, 70, start, b[start:end], norm[:], "nanp phone keyword="+phoneKeywords[kw].name)
+		r.Identifier(engine.PHI, 70, start, b[start:end], norm[:], "nanp phone keyword="+d.ctx.name(kw))
 	}
 }
 
@@ -112,10 +109,13 @@ func phoneAt(b []byte, run engine.Span, norm *[10]byte) (start, end int, ok bool
 // Email finds e-mail addresses (RFC 5321 dot-atom local part, a dotted domain with an
 // alphabetic TLD). RFC 2606 example domains are samples. A keyword raises confidence; an
 // address alone is reported low because most addresses in clinical files are staff's.
-type Email struct{}
+type Email struct{ ctx keywordContext }
 
-// NewEmail returns the e-mail detector.
-func NewEmail() *Email { return &Email{} }
+// NewEmail returns the e-mail detector with the built-in definition.
+func NewEmail() *Email { return NewEmailFrom(defs.MustBuiltin("phi.email")) }
+
+// NewEmailFrom returns the e-mail detector tuned by a validated definition.
+func NewEmailFrom(d defs.Definition) *Email { return &Email{ctx: newKeywordContext(d)} }
 
 // Name implements engine.Detector.
 func (*Email) Name() string { return "phi.email" }
@@ -123,13 +123,10 @@ func (*Email) Name() string { return "phi.email" }
 // Interest implements engine.Detector.
 func (*Email) Interest() engine.Interest { return engine.Interest{Exact: []string{"@"}} }
 
-var emailKeywordsSet = newKeywordSet(emailKeywords)
-
-var emailKeywords = []keyword{{"email", "email"}, {"e-mail", "email"}, {"patient", "patient"}, {"contact", "contact"}, {"guardian", "guardian"}}
-
 // Detect implements engine.Detector.
-func (*Email) Detect(s *engine.Scan, r *engine.Reporter) {
+func (d *Email) Detect(s *engine.Scan, r *engine.Reporter) {
 	b := s.Content
+	kc := d.ctx.cursor(s)
 	for _, h := range s.Hits {
 		at := h.Off
 		lo := at
@@ -175,8 +172,8 @@ func (*Email) Detect(s *engine.Scan, r *engine.Reporter) {
 		}
 		norm := bytes.ToLower(b[lo:hi])
 		conf, ev := 50, "email no keyword"
-		if kw := findKeyword(b, lo-64, lo, emailKeywordsSet); kw >= 0 {
-			conf, ev = 70, "email keyword="+emailKeywords[kw].name
+		if kw := kc.find(lo, hi); kw >= 0 {
+			conf, ev = 70, "email keyword="+d.ctx.name(kw)
 		}
 		r.Identifier(engine.PHI, conf, lo, b[lo:hi], norm, ev)
 	}

@@ -3,16 +3,20 @@ package phi
 import (
 	"bytes"
 
+	"github.com/ward-dlp/ward/classifiers/defs"
 	"github.com/ward-dlp/ward/classifiers/engine"
 )
 
 // NPI finds National Provider Identifiers: ten digits starting 1 or 2 whose Luhn check over
 // "80840"+NPI holds. One random ten-digit string in ten passes that check, so an NPI is
 // reported only next to a keyword or its identifier system (Presidio and Macie do the same).
-type NPI struct{}
+type NPI struct{ ctx keywordContext }
 
-// NewNPI returns the NPI detector.
-func NewNPI() *NPI { return &NPI{} }
+// NewNPI returns the NPI detector with the built-in definition.
+func NewNPI() *NPI { return NewNPIFrom(defs.MustBuiltin("phi.npi")) }
+
+// NewNPIFrom returns the NPI detector tuned by a validated definition.
+func NewNPIFrom(d defs.Definition) *NPI { return &NPI{ctx: newKeywordContext(d)} }
 
 // Name implements engine.Detector.
 func (*NPI) Name() string { return "phi.npi" }
@@ -20,22 +24,13 @@ func (*NPI) Name() string { return "phi.npi" }
 // Interest implements engine.Detector.
 func (*NPI) Interest() engine.Interest { return engine.Interest{DigitRuns: true} }
 
-var npiKeywordsSet = newKeywordSet(npiKeywords)
-
-var npiKeywords = []keyword{
-	{"npi", "npi"},
-	{"national provider", "national-provider"},
-	{"113883.4.6", "oid-2.16.840.1.113883.4.6"},
-	{"provider id", "provider-id"},
-	{"prescriber", "prescriber"},
-}
-
 // npiSamples are documentation and placeholder NPIs that pass the check digit.
 var npiSamples = map[string]bool{"1234567893": true, "1111111112": true, "2222222224": true}
 
 // Detect implements engine.Detector.
-func (*NPI) Detect(s *engine.Scan, r *engine.Reporter) {
+func (d *NPI) Detect(s *engine.Scan, r *engine.Reporter) {
 	b := s.Content
+	kc := d.ctx.cursor(s)
 	for _, run := range s.DigitRuns {
 		if run.End-run.Start != 10 || !bounded(b, run.Start, run.End, false) {
 			continue
@@ -44,11 +39,11 @@ func (*NPI) Detect(s *engine.Scan, r *engine.Reporter) {
 		if v[0] != '1' && v[0] != '2' || repeated(v[1:9]) || npiSamples[string(v)] || !luhnOK("80840", string(v)) {
 			continue
 		}
-		kw := findKeyword(b, run.Start-keywordBefore, run.End+keywordAfter, npiKeywordsSet)
+		kw := kc.find(run.Start, run.End)
 		if kw < 0 {
 			continue
 		}
-		r.Identifier(engine.PHI, 80, run.Start, v, v, "npi luhn(80840) ok keyword="+npiKeywords[kw].name)
+		r.Identifier(engine.PHI, 80, run.Start, v, v, "npi luhn(80840) ok keyword="+d.ctx.name(kw))
 	}
 }
 
@@ -56,10 +51,13 @@ func (*NPI) Detect(s *engine.Scan, r *engine.Reporter) {
 // registrant's initial, or 9 for business names), seven digits with the check digit
 // (d1+d3+d5) + 2(d2+d4+d6) ≡ d7 (mod 10). Like Macie, it needs a keyword nearby. An 'X'
 // type marks a DATA-waived (buprenorphine) prescriber, which the evidence says.
-type DEA struct{}
+type DEA struct{ ctx keywordContext }
 
-// NewDEA returns the DEA number detector.
-func NewDEA() *DEA { return &DEA{} }
+// NewDEA returns the DEA number detector with the built-in definition.
+func NewDEA() *DEA { return NewDEAFrom(defs.MustBuiltin("phi.dea")) }
+
+// NewDEAFrom returns the DEA detector tuned by a validated definition.
+func NewDEAFrom(d defs.Definition) *DEA { return &DEA{ctx: newKeywordContext(d)} }
 
 // Name implements engine.Detector.
 func (*DEA) Name() string { return "phi.dea" }
@@ -67,16 +65,13 @@ func (*DEA) Name() string { return "phi.dea" }
 // Interest implements engine.Detector.
 func (*DEA) Interest() engine.Interest { return engine.Interest{DigitRuns: true} }
 
-var deaKeywordsSet = newKeywordSet(deaKeywords)
-
-var deaKeywords = []keyword{{"dea", "dea"}, {"registration", "registration"}, {"prescriber", "prescriber"}}
-
 // deaTypes are the DEA registrant type letters in use.
 const deaTypes = "ABCDEFGHJKLMPRSTUX"
 
 // Detect implements engine.Detector.
-func (*DEA) Detect(s *engine.Scan, r *engine.Reporter) {
+func (d *DEA) Detect(s *engine.Scan, r *engine.Reporter) {
 	b := s.Content
+	kc := d.ctx.cursor(s)
 	for _, run := range s.DigitRuns {
 		st := run.Start
 		if run.End-st != 7 || st < 2 {
@@ -89,20 +84,20 @@ func (*DEA) Detect(s *engine.Scan, r *engine.Reporter) {
 		if st >= 3 && (isLetter(b[st-3]) || isDigit(b[st-3])) || run.End < len(b) && (isLetter(b[run.End]) || isDigit(b[run.End])) {
 			continue
 		}
-		d := b[st:run.End]
-		sum := int(d[0]-'0') + int(d[2]-'0') + int(d[4]-'0') + 2*(int(d[1]-'0')+int(d[3]-'0')+int(d[5]-'0'))
-		if sum%10 != int(d[6]-'0') || repeated(d[:6]) {
+		g := b[st:run.End]
+		sum := int(g[0]-'0') + int(g[2]-'0') + int(g[4]-'0') + 2*(int(g[1]-'0')+int(g[3]-'0')+int(g[5]-'0'))
+		if sum%10 != int(g[6]-'0') || repeated(g[:6]) {
 			continue
 		}
 		v := b[st-2 : run.End]
 		if string(v) == "AB1234563" || string(v) == "BB1388568" { // documentation samples
 			continue
 		}
-		kw := findKeyword(b, st-2-keywordBefore, run.End+keywordAfter, deaKeywordsSet)
+		kw := kc.find(st-2, run.End)
 		if kw < 0 {
 			continue
 		}
-		ev := "dea check digit ok keyword=" + deaKeywords[kw].name
+		ev := "dea check digit ok keyword=" + d.ctx.name(kw)
 		if t == 'X' {
 			ev += " type=X (DATA-waived buprenorphine prescriber)"
 		}
@@ -113,31 +108,36 @@ func (*DEA) Detect(s *engine.Scan, r *engine.Reporter) {
 // MBI finds Medicare Beneficiary Identifiers (11 characters, C A AN N A AN N A A N N, with
 // cosmetic dashes after the 4th and 7th). The format has no check digit, so it is only
 // looked for right after a Medicare keyword or the FHIR us-mbi system.
-type MBI struct{}
+type MBI struct {
+	anchors []string
+	window  int
+}
 
-// NewMBI returns the MBI detector.
-func NewMBI() *MBI { return &MBI{} }
+// NewMBI returns the MBI detector with the built-in definition.
+func NewMBI() *MBI { return NewMBIFrom(defs.MustBuiltin("phi.mbi")) }
+
+// NewMBIFrom returns the MBI detector tuned by a validated definition: list "anchors"
+// (case-sensitive keywords the identifier follows) and keyword_after (how far after one
+// the identifier may start).
+func NewMBIFrom(d defs.Definition) *MBI {
+	return &MBI{anchors: d.List("anchors"), window: max(d.KeywordAfter, 16)}
+}
 
 // Name implements engine.Detector.
 func (*MBI) Name() string { return "phi.mbi" }
 
-// mbiAnchors are case-sensitive: these spellings are how forms, claims and FHIR write them,
-// and exact upper-case anchors keep the shared pass cheap.
-var mbiAnchors = []string{"MBI", "Medicare", "MEDICARE", "hl7.org/fhir/sid/us-mbi"}
-
-// Interest implements engine.Detector.
-func (*MBI) Interest() engine.Interest { return engine.Interest{Exact: mbiAnchors} }
-
-// mbiWindow is how far after the keyword the identifier may start.
-const mbiWindow = 96
+// Interest implements engine.Detector. The anchors are case-sensitive: the built-in
+// spellings are how forms, claims and FHIR write them, and exact anchors keep the shared
+// pass cheap.
+func (d *MBI) Interest() engine.Interest { return engine.Interest{Exact: d.anchors} }
 
 // Detect implements engine.Detector.
-func (*MBI) Detect(s *engine.Scan, r *engine.Reporter) {
+func (d *MBI) Detect(s *engine.Scan, r *engine.Reporter) {
 	b := s.Content
 	next := 0
 	for _, h := range s.Hits {
 		from := max(h.Off, next)
-		end := min(len(b), h.Off+mbiWindow)
+		end := min(len(b), h.Off+d.window)
 		for i := from; i < end; i++ {
 			if b[i] < '1' || b[i] > '9' || i > 0 && (isLetter(b[i-1]) || isDigit(b[i-1])) {
 				continue
@@ -147,18 +147,11 @@ func (*MBI) Detect(s *engine.Scan, r *engine.Reporter) {
 			if !ok || string(norm[:]) == "1EG4TE5MK73" { // CMS documentation sample
 				continue
 			}
-			r.Identifier(engine.PHI, 85, i, b[i:i+n], norm[:], "mbi format keyword="+mbiKeywordName(s.Hits, h))
+			r.Identifier(engine.PHI, 85, i, b[i:i+n], norm[:], "mbi format keyword="+d.anchors[h.Literal])
 			next = i + n
 			break
 		}
 	}
-}
-
-func mbiKeywordName(_ []engine.Hit, h engine.Hit) string {
-	if h.Literal < len(mbiAnchors) {
-		return mbiAnchors[h.Literal]
-	}
-	return "medicare"
 }
 
 // readMBI parses an MBI at the start of b (dashed or not, upper case) into norm and

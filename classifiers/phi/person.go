@@ -3,26 +3,23 @@ package phi
 import (
 	"bytes"
 
+	"github.com/ward-dlp/ward/classifiers/defs"
 	"github.com/ward-dlp/ward/classifiers/engine"
 )
 
 // DOB finds dates of birth: a calendar-valid date (04/12/1985, 4-12-85, 1985-04-12,
 // 12.04.1985, "April 12, 1985") within a short window after a birth keyword. Dates alone
 // are everywhere in clinical text (visits, orders) and are not reported.
-type DOB struct{}
+type DOB struct{ ctx keywordContext }
 
-// NewDOB returns the date-of-birth detector.
-func NewDOB() *DOB { return &DOB{} }
+// NewDOB returns the date-of-birth detector with the built-in definition.
+func NewDOB() *DOB { return NewDOBFrom(defs.MustBuiltin("phi.dob")) }
+
+// NewDOBFrom returns the date-of-birth detector tuned by a validated definition.
+func NewDOBFrom(d defs.Definition) *DOB { return &DOB{ctx: newKeywordContext(d)} }
 
 // Name implements engine.Detector.
 func (*DOB) Name() string { return "phi.dob" }
-
-var dobKeywordsSet = newKeywordSet(dobKeywords)
-
-var dobKeywords = []keyword{
-	{"dob", "dob"}, {"birthtime", "birthtime"}, {"dmg*d8*", "x12-dmg"}, {"d.o.b", "dob"}, {"date of birth", "date-of-birth"}, {"birth date", "birth-date"},
-	{"birthdate", "birthdate"}, {"born", "born"}, {"birthday", "birthday"}, {"birthdate\"", "birthdate"},
-}
 
 // Interest implements engine.Detector: four-digit years come from the digit runs; dates
 // with two-digit years are read after an upper-case DOB label.
@@ -30,12 +27,10 @@ func (*DOB) Interest() engine.Interest {
 	return engine.Interest{DigitRuns: true, Exact: []string{"DOB", "D.O.B", "Dob"}}
 }
 
-// dobBefore is how far before the date a keyword may sit ("DOB: ", "Date of birth .... ").
-const dobBefore = 40
-
 // Detect implements engine.Detector.
-func (*DOB) Detect(s *engine.Scan, r *engine.Reporter) {
+func (d *DOB) Detect(s *engine.Scan, r *engine.Reporter) {
 	b := s.Content
+	kc := d.ctx.cursor(s)
 	reported := -1
 	report := func(start, end int, ymd [8]byte, kw string) {
 		if start <= reported {
@@ -49,8 +44,8 @@ func (*DOB) Detect(s *engine.Scan, r *engine.Reporter) {
 		if run.End-run.Start == 8 {
 			// yyyymmdd: CDA birthTime, X12 DMG*D8, HL7 v2 PID-7.
 			if ymd, ok := compactDate(b[run.Start:run.End]); ok {
-				if kw := findKeyword(b, run.Start-dobBefore, run.Start, dobKeywordsSet); kw >= 0 {
-					report(run.Start, run.End, ymd, dobKeywords[kw].name)
+				if kw := kc.find(run.Start, run.End); kw >= 0 {
+					report(run.Start, run.End, ymd, d.ctx.name(kw))
 				}
 			}
 			continue
@@ -65,12 +60,18 @@ func (*DOB) Detect(s *engine.Scan, r *engine.Reporter) {
 			}
 			hits = hits[1:]
 		}
+		// A date containing this run starts at most dateLead bytes before it, so a birth
+		// keyword must be in this wider window; most dates in notes (visits, orders) have
+		// none and are not parsed at all.
+		if !kc.any(run.Start-dateLead, run.Start) {
+			continue
+		}
 		st, en, ymd, ok := dateAround(b, run)
 		if !ok {
 			continue
 		}
-		if kw := findKeyword(b, st-dobBefore, st, dobKeywordsSet); kw >= 0 {
-			report(st, en, ymd, dobKeywords[kw].name)
+		if kw := kc.find(st, en); kw >= 0 {
+			report(st, en, ymd, d.ctx.name(kw))
 		}
 	}
 	for _, h := range hits {
@@ -79,6 +80,9 @@ func (*DOB) Detect(s *engine.Scan, r *engine.Reporter) {
 		}
 	}
 }
+
+// dateLead bounds how far before its year (or ISO start) a date begins ("September 30, ").
+const dateLead = 24
 
 // dateAfter finds the first date starting within n bytes after off.
 func dateAfter(b []byte, off, n int) (int, int, [8]byte, bool) {
@@ -269,10 +273,13 @@ func daysIn(m, y int) int {
 // MRN finds medical record numbers: a token of digits (optionally with a letter prefix and
 // dashes, "HSR-0048812") right after an MRN keyword. MRN formats are per-organisation, so
 // the keyword is the evidence; EDM matches the clinic's own MRNs without one.
-type MRN struct{}
+type MRN struct{ ctx keywordContext }
 
-// NewMRN returns the MRN detector.
-func NewMRN() *MRN { return &MRN{} }
+// NewMRN returns the MRN detector with the built-in definition.
+func NewMRN() *MRN { return NewMRNFrom(defs.MustBuiltin("phi.mrn")) }
+
+// NewMRNFrom returns the MRN detector tuned by a validated definition.
+func NewMRNFrom(d defs.Definition) *MRN { return &MRN{ctx: newKeywordContext(d)} }
 
 // Name implements engine.Detector.
 func (*MRN) Name() string { return "phi.mrn" }
@@ -280,17 +287,10 @@ func (*MRN) Name() string { return "phi.mrn" }
 // Interest implements engine.Detector.
 func (*MRN) Interest() engine.Interest { return engine.Interest{DigitRuns: true} }
 
-var mrnKeywordsSet = newKeywordSet(mrnKeywords)
-
-var mrnKeywords = []keyword{
-	{"mrn", "mrn"}, {"medical record", "medical-record"}, {"med rec", "medical-record"}, {"record #", "record-number"},
-	{"record no", "record-number"}, {"chart #", "chart-number"}, {"chart no", "chart-number"}, {"patient id", "patient-id"},
-	{"pt id", "patient-id"}, {"patient #", "patient-id"}, {"patient no", "patient-id"}, {"client id", "client-id"},
-}
-
 // Detect implements engine.Detector.
-func (*MRN) Detect(s *engine.Scan, r *engine.Reporter) {
+func (d *MRN) Detect(s *engine.Scan, r *engine.Reporter) {
 	b := s.Content
+	kc := d.ctx.cursor(s)
 	last := -1
 	for _, run := range s.DigitRuns {
 		lo, hi := run.Start, run.End
@@ -312,23 +312,40 @@ func (*MRN) Detect(s *engine.Scan, r *engine.Reporter) {
 		if letters > 4 {
 			continue
 		}
-		kw := findKeyword(b, lo-32, lo, mrnKeywordsSet)
+		kw := kc.find(lo, hi)
 		if kw < 0 {
 			continue
 		}
 		last = hi
 		norm := bytes.ToUpper(bytes.ReplaceAll(b[lo:hi], []byte("-"), nil))
-		r.Identifier(engine.PHI, 75, lo, b[lo:hi], norm, "mrn keyword="+mrnKeywords[kw].name)
+		r.Identifier(engine.PHI, 75, lo, b[lo:hi], norm, "mrn keyword="+d.ctx.name(kw))
 	}
 }
 
 // Address finds US postal addresses: a ZIP (or ZIP+4) after a state code, with a street
 // line (number, name, suffix) before it. The ZIP run anchors it; the street line is what
 // makes it an address rather than a city name in a letterhead.
-type Address struct{}
+type Address struct {
+	ctx      keywordContext
+	suffixes *defs.KeywordSet
+}
 
-// NewAddress returns the address detector.
-func NewAddress() *Address { return &Address{} }
+// NewAddress returns the address detector with the built-in definition.
+func NewAddress() *Address { return NewAddressFrom(defs.MustBuiltin("phi.address")) }
+
+// NewAddressFrom returns the address detector tuned by a validated definition: keywords
+// raise confidence, list "street_suffixes" says what makes a line a street line.
+func NewAddressFrom(d defs.Definition) *Address {
+	var sfx []defs.Keyword
+	for _, s := range d.List("street_suffixes") {
+		name := "street"
+		if bytes.Contains([]byte(s), []byte("box")) {
+			name = "po-box"
+		}
+		sfx = append(sfx, defs.Keyword{Text: string(bytes.ToLower([]byte(s))), Name: name})
+	}
+	return &Address{ctx: newKeywordContext(d), suffixes: defs.NewKeywordSet(sfx)}
+}
 
 // Name implements engine.Detector.
 func (*Address) Name() string { return "phi.address" }
@@ -338,22 +355,10 @@ func (*Address) Interest() engine.Interest { return engine.Interest{DigitRuns: t
 
 const usStates = "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR GU VI AS MP "
 
-var streetSuffixesSet = newKeywordSet(streetSuffixes)
-
-var streetSuffixes = []keyword{
-	{" st", "street"}, {" street", "street"}, {" ave", "street"}, {" avenue", "street"}, {" rd", "street"}, {" road", "street"},
-	{" blvd", "street"}, {" dr", "street"}, {" drive", "street"}, {" ln", "street"}, {" lane", "street"}, {" way", "street"},
-	{" ct", "street"}, {" court", "street"}, {" pl", "street"}, {" hwy", "street"}, {" pkwy", "street"}, {" cir", "street"},
-	{" ter", "street"}, {" apt", "street"}, {" suite", "street"}, {"po box", "po-box"}, {"p.o. box", "po-box"},
-}
-
-var addressKeywordsSet = newKeywordSet(addressKeywords)
-
-var addressKeywords = []keyword{{"address", "address"}, {"addr", "address"}, {"resides", "resides"}, {"lives at", "lives-at"}, {"home", "home"}}
-
 // Detect implements engine.Detector.
-func (*Address) Detect(s *engine.Scan, r *engine.Reporter) {
+func (d *Address) Detect(s *engine.Scan, r *engine.Reporter) {
 	b := s.Content
+	kc := d.ctx.cursor(s)
 	for _, run := range s.DigitRuns {
 		st := run.Start
 		if run.End-st != 5 || st < 4 {
@@ -381,7 +386,7 @@ func (*Address) Detect(s *engine.Scan, r *engine.Reporter) {
 		for lineStart > 0 && p-lineStart < 100 && b[lineStart-1] != '\n' && b[lineStart-1] != '|' && b[lineStart-1] != '"' && b[lineStart-1] != '>' {
 			lineStart--
 		}
-		if findKeyword(b, lineStart, p, streetSuffixesSet) < 0 {
+		if d.suffixes.Find(b, lineStart, p) < 0 {
 			continue
 		}
 		num := -1
@@ -401,8 +406,8 @@ func (*Address) Detect(s *engine.Scan, r *engine.Reporter) {
 			continue
 		}
 		conf, ev := 70, "street line state zip"
-		if kw := findKeyword(b, num-40, num, addressKeywordsSet); kw >= 0 {
-			conf, ev = 80, "street line state zip keyword="+addressKeywords[kw].name
+		if kw := kc.find(num, end); kw >= 0 {
+			conf, ev = 80, "street line state zip keyword="+d.ctx.name(kw)
 		}
 		norm := bytes.ToLower(b[num:end])
 		r.Identifier(engine.PHI, conf, num, b[num:end], norm, ev)

@@ -4,6 +4,7 @@
 package phi
 
 import (
+	"github.com/ward-dlp/ward/classifiers/defs"
 	"github.com/ward-dlp/ward/classifiers/engine"
 )
 
@@ -13,18 +14,23 @@ import (
 type SSN struct {
 	// evidence[format][keyword+1] is prebuilt so reporting allocates nothing per number.
 	evidence [3][]string
+	ctx      keywordContext
 }
 
 // ssnFormats name the accepted shapes, indexing SSN.evidence.
 var ssnFormats = [3]string{"ddd-dd-dddd", "ddd dd dddd", "ddddddddd"}
 
-// NewSSN returns the SSN detector.
-func NewSSN() *SSN {
-	d := &SSN{}
+// NewSSN returns the SSN detector with the built-in definition.
+func NewSSN() *SSN { return NewSSNFrom(defs.MustBuiltin("phi.ssn")) }
+
+// NewSSNFrom returns the SSN detector tuned by a validated definition (keywords and
+// keyword_before/after).
+func NewSSNFrom(def defs.Definition) *SSN {
+	d := &SSN{ctx: newKeywordContext(def)}
 	for f, name := range ssnFormats {
 		d.evidence[f] = append(d.evidence[f], "format="+name+" no keyword")
-		for _, k := range ssnKeywords {
-			d.evidence[f] = append(d.evidence[f], "format="+name+" keyword="+k.name)
+		for k := range d.ctx.own {
+			d.evidence[f] = append(d.evidence[f], "format="+name+" keyword="+d.ctx.name(k))
 		}
 	}
 	return d
@@ -33,37 +39,16 @@ func NewSSN() *SSN {
 // Name implements engine.Detector.
 func (*SSN) Name() string { return "phi.ssn" }
 
-// ssnKeywords are the context words, with the name used in evidence. The OID is FHIR's
-// and CDA's identifier system for SSNs (2.16.840.1.113883.4.1); "ssn" also covers
-// http://hl7.org/fhir/sid/us-ssn.
-var ssnKeywordsSet = newKeywordSet(ssnKeywords)
-
-var ssnKeywords = []keyword{
-	{"ssn", "ssn"},
-	{"social security", "social-security"},
-	{"soc sec", "soc-sec"},
-	{"soc. sec", "soc-sec"},
-	{"ss#", "ss#"},
-	{"ss #", "ss#"},
-	{"113883.4.1", "oid-2.16.840.1.113883.4.1"},
-}
-
 // Interest implements engine.Detector. Keywords are not anchors: they are looked up only
 // around a valid number, which is far rarer than the letters "ssn" in prose.
 func (*SSN) Interest() engine.Interest { return engine.Interest{DigitRuns: true} }
-
-const (
-	// keywordBefore and keywordAfter bound how far a keyword may sit from the number
-	// (Presidio looks five words back; a CDA id puts the OID root after the extension).
-	keywordBefore = 128
-	keywordAfter  = 64
-)
 
 // Detect implements engine.Detector. Every SSN ends in a four-digit serial or is nine bare
 // digits, so each digit run of four or nine is a candidate; the area and group are read
 // back from the run.
 func (d *SSN) Detect(s *engine.Scan, r *engine.Reporter) {
 	b := s.Content
+	kc := d.ctx.cursor(s)
 	var norm [9]byte
 	for _, run := range s.DigitRuns {
 		var start, end, format int
@@ -94,7 +79,7 @@ func (d *SSN) Detect(s *engine.Scan, r *engine.Reporter) {
 		if !bounded(b, start, end, format != 0) || !validSSN(norm) {
 			continue
 		}
-		kw := findKeyword(b, start-keywordBefore, end+keywordAfter, ssnKeywordsSet)
+		kw := kc.find(start, end)
 		conf := 0
 		switch {
 		case format == 2 && kw < 0:

@@ -8,6 +8,7 @@ package sud
 import (
 	"strings"
 
+	"github.com/ward-dlp/ward/classifiers/defs"
 	"github.com/ward-dlp/ward/classifiers/engine"
 )
 
@@ -20,11 +21,61 @@ const (
 	confName = 40 // an MOUD medication name (pain and other uses are common)
 )
 
-// Codes is the untagged SUD evidence detector.
-type Codes struct{}
+// Codes is the untagged SUD evidence detector. Its code lists and context words are data
+// (definition sud.codes) so an organisation can follow list updates without a release.
+type Codes struct {
+	// medications are MOUD names matched in any case (names with a rare letter, x or z);
+	// medicationsExact are matched as spelled (capitalised or upper case), because their
+	// letters are all common in prose and a case-insensitive anchor on them would cost the
+	// shared pass more than every other detector together. Lower-case "methadone" in
+	// narrative is therefore not seen (see docs/benchmarks-classifiers.md).
+	medications, medicationsExact   []string
+	hcpcs, snomed, rxnorm, taxonomy codeSet
+	// codeContext, snomedContext and rxnormContext are lower-case words that make a bare
+	// number a code: within keyword_before bytes before it or keyword_after after.
+	codeContext, snomedContext, rxnormContext *defs.KeywordSet
+	before, after                             int
+}
 
-// NewCodes returns the SUD code detector.
-func NewCodes() *Codes { return &Codes{} }
+// NewCodes returns the SUD code detector with the built-in definition.
+func NewCodes() *Codes { return NewCodesFrom(defs.MustBuiltin("sud.codes")) }
+
+// NewCodesFrom returns the SUD code detector from a validated definition: lists hcpcs,
+// snomed, rxnorm, taxonomy, medications, medications_exact, snomed_context and
+// rxnorm_context; keywords are the code-context words.
+func NewCodesFrom(d defs.Definition) *Codes {
+	set := func(name string) codeSet {
+		cs := codeSet{m: map[string]bool{}}
+		for _, c := range d.List(name) {
+			cs.m[c] = true
+			if len(c) < 64 {
+				cs.lens |= 1 << len(c)
+			}
+			cs.first[c[0]] = true
+		}
+		return cs
+	}
+	lower := func(l []string) []string {
+		out := make([]string, len(l))
+		for i, s := range l {
+			out[i] = strings.ToLower(s)
+		}
+		return out
+	}
+	c := &Codes{
+		medications: lower(d.List("medications")), medicationsExact: d.List("medications_exact"),
+		hcpcs: set("hcpcs"), snomed: set("snomed"), rxnorm: set("rxnorm"), taxonomy: set("taxonomy"),
+		snomedContext: defs.NewSubstringSet(lower(d.List("snomed_context"))),
+		rxnormContext: defs.NewSubstringSet(lower(d.List("rxnorm_context"))),
+		before:        max(d.KeywordBefore, 1), after: d.KeywordAfter,
+	}
+	var words []string
+	for _, k := range d.Keywords {
+		words = append(words, k.Text)
+	}
+	c.codeContext = defs.NewSubstringSet(words)
+	return c
+}
 
 // Name implements engine.Detector.
 func (*Codes) Name() string { return "sud.codes" }
@@ -36,95 +87,43 @@ var anchors = []string{
 	"ICD-9", "ICD9", // ICD-9-CM 291-305 only with this context
 }
 
-// medications are MOUD names (generic and brand). Names with a rare letter (x, z) are
-// matched in any case; the others only capitalised or upper-case, as medication lists and
-// orders write them: their letters are all common in prose, and a case-insensitive anchor
-// on them would cost the shared pass more than every other detector together. Lower-case
-// "methadone" in narrative is therefore not seen (see docs/benchmarks-classifiers.md).
-var medications = []string{"suboxone", "subutex", "zubsolv", "brixadi", "naltrexone", "lofexidine"}
-
-// medicationsExact are the case-sensitive spellings of the common-letter MOUD names.
-var medicationsExact = []string{
-	"Buprenorphine", "BUPRENORPHINE", "Methadone", "METHADONE", "Methadose", "Dolophine", "DOLOPHINE",
-	"Sublocade", "SUBLOCADE", "Vivitrol", "VIVITROL", "Bunavail", "Lucemyra",
-}
-
 // Interest implements engine.Detector.
-func (*Codes) Interest() engine.Interest {
-	return engine.Interest{Literals: medications, Exact: append(append([]string{}, medicationsExact...), anchors...), DigitRuns: true}
+func (c *Codes) Interest() engine.Interest {
+	return engine.Interest{Literals: c.medications, Exact: append(append([]string{}, c.medicationsExact...), anchors...), DigitRuns: true}
 }
 
 // medicationName returns the MOUD name of hit literal i, or "".
-func medicationName(i int) string {
+func (c *Codes) medicationName(i int) string {
 	switch {
-	case i < len(medications):
-		return medications[i]
-	case i < len(medications)+len(medicationsExact):
-		return strings.ToLower(medicationsExact[i-len(medications)])
+	case i < len(c.medications):
+		return c.medications[i]
+	case i < len(c.medications)+len(c.medicationsExact):
+		return strings.ToLower(c.medicationsExact[i-len(c.medications)])
 	}
 	return ""
 }
 
-// hcpcs are the HCPCS/CPT codes of the SAMHSA list (42 CFR 425.708), letter+4 digits.
-var hcpcs = func() map[string]bool {
-	m := map[string]bool{}
-	rng := func(p string, lo, hi int) {
-		for i := lo; i <= hi; i++ {
-			m[p+pad4(i)] = true
-		}
-	}
-	rng("H", 5, 15)
-	for _, c := range []string{"H0020", "H0034", "H0047", "H0050", "H2035", "H2036", "S9475", "G2011", "G9562", "G9578", "G9584",
-		"G9621", "J0570", "M1034", "M1035", "Q9991", "Q9992", "G2172", "G1028", "G2215", "G2216", "G0137", "99408", "99409"} {
-		m[c] = true
-	}
-	rng("T", 1006, 1012)
-	rng("G", 2067, 2080)
-	rng("G", 2086, 2088)
-	rng("G", 532, 536)
-	return m
-}()
-
-func pad4(i int) string {
-	return string([]byte{byte('0' + i/1000%10), byte('0' + i/100%10), byte('0' + i/10%10), byte('0' + i%10)})
-}
-
-// snomed are SNOMED CT SUD disorder concepts; only counted with a SNOMED context.
-var snomed = map[string]bool{
-	"5602001": true, "6525002": true, "7200002": true, "55680006": true, "56876005": true, "61480009": true,
-	"60112009": true, "266707007": true, "1149222004": true, "425741009": true, "75544000": true, "66590003": true,
-}
-
-// rxnorm are MOUD ingredients (buprenorphine, methadone, naltrexone, buprenorphine/naloxone).
-var rxnorm = map[string]bool{"1819": true, "6813": true, "7243": true, "352364": true}
-
-// taxonomy are NUCC provider taxonomy codes of SUD treatment settings and specialties.
-var taxonomy = map[string]bool{
-	"261QM2800X": true, "261QR0405X": true, "324500000X": true, "3245S0500X": true, "276400000X": true,
-	"101YA0400X": true, "103TA0400X": true, "163WA0400X": true, "2084P0802X": true, "2084A0401X": true,
-	"207QA0401X": true, "207RA0401X": true, "2083A0300X": true, "207LA0401X": true,
-}
-
-var codeContext = []string{"icd", "dx", "diagnos", "hcpcs", "cpt", "procedure", "claim", "hi*", "sv1", "sv2", "2.16.840.1.113883.6."}
-
 // Detect implements engine.Detector.
-func (*Codes) Detect(s *engine.Scan, r *engine.Reporter) {
+func (c *Codes) Detect(s *engine.Scan, r *engine.Reporter) {
 	b := s.Content
+	codeCtx := contextCursor{c.codeContext, b, c.before, c.after}
+	snomedCtx := contextCursor{c.snomedContext, b, c.before, c.after}
+	rxnormCtx := contextCursor{c.rxnormContext, b, c.before, c.after}
 	for _, h := range s.Hits {
-		if name := medicationName(h.Literal); name != "" {
+		if name := c.medicationName(h.Literal); name != "" {
 			if wordAt(b, h.Off, len(name)) {
 				r.Label(engine.PHI, confName, h.Off, "moud:"+name, "moud|"+name, "SUD-related: MOUD medication "+name)
 			}
 			continue
 		}
-		a := anchors[h.Literal-len(medications)-len(medicationsExact)]
+		a := anchors[h.Literal-len(c.medications)-len(c.medicationsExact)]
 		switch a {
 		case "F1", "F55", "R78", "Z71":
 			if code, end, ok := icd10(b, h.Off); ok {
 				// An undotted "F10" alone is as likely a key or form name: below the
 				// threshold at which Probable uses it.
 				conf := confWeak
-				if hasDot(b[h.Off:end]) || near(b, h.Off, codeContext) {
+				if hasDot(b[h.Off:end]) || codeCtx.near(h.Off) {
 					conf = confCode
 				}
 				r.Label(engine.PHI, conf, h.Off, "icd10:"+code, "icd10|"+code, "SUD-related: ICD-10-CM "+code)
@@ -156,20 +155,21 @@ func (*Codes) Detect(s *engine.Scan, r *engine.Reporter) {
 		n := en - st
 		switch {
 		case n == 4 && st > 0 && isUpper(b[st-1]) && boundary(b, st-1, en):
-			if code := string(b[st-1 : en]); hcpcs[code] {
+			if c.hcpcs.hasBytes(b[st-1 : en]) {
+				code := string(b[st-1 : en])
 				conf := confWeak + 5
-				if near(b, st, codeContext) {
+				if codeCtx.near(st) {
 					conf = confCode
 				}
 				r.Label(engine.PHI, conf, st-1, "hcpcs:"+code, "hcpcs|"+code, "SUD-related: HCPCS "+code)
 			}
-		case n == 5 && boundary(b, st, en) && hcpcs[string(b[st:en])] && near(b, st, codeContext):
+		case n == 5 && boundary(b, st, en) && c.hcpcs.hasBytes(b[st:en]) && codeCtx.near(st):
 			code := string(b[st:en])
 			r.Label(engine.PHI, confCode, st, "cpt:"+code, "cpt|"+code, "SUD-related: CPT "+code)
-		case n >= 4 && n <= 10 && boundary(b, st, en) && snomed[string(b[st:en])] && near(b, st, []string{"snomed", "sct", "113883.6.96"}):
+		case n >= 4 && n <= 10 && boundary(b, st, en) && c.snomed.hasBytes(b[st:en]) && snomedCtx.near(st):
 			code := string(b[st:en])
 			r.Label(engine.PHI, confCode, st, "snomed:"+code, "snomed|"+code, "SUD-related: SNOMED CT "+code)
-		case n >= 4 && n <= 6 && boundary(b, st, en) && rxnorm[string(b[st:en])] && near(b, st, []string{"rxnorm", "rxcui", "113883.6.88"}):
+		case n >= 4 && n <= 6 && boundary(b, st, en) && c.rxnorm.hasBytes(b[st:en]) && rxnormCtx.near(st):
 			code := string(b[st:en])
 			r.Label(engine.PHI, confWeak+5, st, "rxnorm:"+code, "rxnorm|"+code, "SUD-related: RxNorm MOUD "+code)
 		default:
@@ -179,7 +179,7 @@ func (*Codes) Detect(s *engine.Scan, r *engine.Reporter) {
 				lo--
 			}
 			for i := lo; i <= st; i++ {
-				if i+10 <= len(b) && b[i+9] == 'X' && boundary(b, i, i+10) && taxonomy[string(b[i:i+10])] {
+				if i+10 <= len(b) && b[i+9] == 'X' && boundary(b, i, i+10) && c.taxonomy.hasBytes(b[i:i+10]) {
 					code := string(b[i : i+10])
 					r.Label(engine.PHI, confCode, i, "taxonomy:"+code, "nucc|"+code, "SUD-related: NUCC taxonomy "+code+" (SUD treatment provider)")
 					break
@@ -291,33 +291,28 @@ func hasDot(b []byte) bool {
 	return false
 }
 
-// near reports whether one of the lower-case words occurs within 200 bytes before off or
-// 60 after (a code-system name, a claim segment, a column header).
-func near(b []byte, off int, words []string) bool {
-	lo, hi := max(0, off-200), min(len(b), off+60)
-	var buf [260]byte
-	w := buf[:hi-lo]
-	for i, c := range b[lo:hi] {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		w[i] = c
-	}
-	for _, k := range words {
-		if indexOf(w, k) >= 0 {
-			return true
-		}
-	}
-	return false
+// codeSet is a code list with a length and first-byte precheck: most digit runs in a
+// document are dates, phone numbers and amounts, rejected before hashing.
+type codeSet struct {
+	m     map[string]bool
+	lens  uint64
+	first [256]bool
 }
 
-func indexOf(w []byte, k string) int {
-	for i := 0; i+len(k) <= len(w); i++ {
-		if string(w[i:i+len(k)]) == k {
-			return i
-		}
-	}
-	return -1
+func (cs *codeSet) hasBytes(v []byte) bool {
+	return len(v) > 0 && len(v) < 64 && cs.lens&(1<<len(v)) != 0 && cs.first[v[0]] && cs.m[string(v)]
+}
+
+// contextCursor says whether a context word (a code-system name, a claim segment, a
+// column header) occurs within before bytes before an offset or after bytes after it.
+type contextCursor struct {
+	set           *defs.KeywordSet
+	b             []byte
+	before, after int
+}
+
+func (cc *contextCursor) near(off int) bool {
+	return cc.set.Find(cc.b, off-cc.before, off+cc.after) >= 0
 }
 
 func wordAt(b []byte, off, n int) bool {
