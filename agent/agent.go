@@ -22,6 +22,7 @@ import (
 
 	"github.com/ward-dlp/ward/agent/config"
 	"github.com/ward-dlp/ward/agent/event"
+	"github.com/ward-dlp/ward/agent/flows"
 	"github.com/ward-dlp/ward/agent/identity"
 	"github.com/ward-dlp/ward/agent/policysync"
 	"github.com/ward-dlp/ward/agent/proc"
@@ -30,6 +31,7 @@ import (
 	"github.com/ward-dlp/ward/agent/stream"
 	wardv1 "github.com/ward-dlp/ward/api/ward/v1"
 	"github.com/ward-dlp/ward/bpf/filewrite"
+	"github.com/ward-dlp/ward/bpf/netflow"
 	"github.com/ward-dlp/ward/bpf/process"
 	"github.com/ward-dlp/ward/classifiers"
 	"github.com/ward-dlp/ward/classifiers/engine"
@@ -60,15 +62,17 @@ type agent struct {
 	procs   *proc.Table
 	files   *filewrite.Probe
 	execs   *process.Probe
+	nets    *netflow.Probe // nil unless network.enabled and the probes loaded
 	shipper *shipper
 	watches *watcher
 	// hostName is host.name for policy rules.
 	hostName string
 
 	// counters of user-space stages, reported in health events.
-	mu       sync.Mutex
-	counters map[string]uint64
-	asmStats stream.Stats
+	mu        sync.Mutex
+	counters  map[string]uint64
+	asmStats  stream.Stats
+	flowStats flows.Stats
 }
 
 type shipper = ship.Shipper
@@ -142,12 +146,17 @@ func Run(ctx context.Context, opts Options) error {
 	if a.files, err = filewrite.Load(filewrite.Config{MaxCapture: cfg.Capture.MaxWriteBytes, RingBytes: cfg.Capture.RingBytes, IgnoreTGID: self}, log); err != nil {
 		log.Error("file write probes unavailable: no file findings on this host", "err", err)
 	}
+	if cfg.Network.Enabled {
+		if a.nets, err = netflow.Load(netflow.Config{IgnoreTGID: self}, log); err != nil {
+			log.Error("network flow probes unavailable: no flow events on this host", "err", err)
+		}
+	}
 	defer a.closeProbes()
 	if a.files != nil {
 		a.watches = newWatcher(a.files, cfg.Watch, log)
 	}
 	log.Info("agent running", "agent_id", id.AgentID(), "collector", id.Collector(), "watch", cfg.Watch,
-		"process_probes", a.execs != nil, "file_probes", a.files != nil, "policy", a.policy.Policy().String())
+		"process_probes", a.execs != nil, "file_probes", a.files != nil, "network_probes", a.nets != nil, "policy", a.policy.Policy().String())
 
 	g, gctx := errgroup.WithContext(ctx)
 	contents := make(chan stream.Content, 256)
@@ -161,6 +170,11 @@ func Run(ctx context.Context, opts Options) error {
 		records = make(chan filewrite.Record, 1024)
 		g.Go(func() error { return a.readFiles(gctx, records) })
 		g.Go(func() error { return a.watches.run(gctx) })
+	}
+	if a.nets != nil {
+		netRecords := make(chan netflow.Record, 1024)
+		g.Go(func() error { return a.readFlows(gctx, netRecords) })
+		g.Go(func() error { return a.trackFlows(gctx, netRecords) })
 	}
 	g.Go(func() error { return a.assemble(gctx, records, exits, contents) })
 	// Workers spend much of their time waiting for the spool's fsync of findings (shared
@@ -198,6 +212,11 @@ func (a *agent) closeProbes() {
 	if a.execs != nil {
 		if err := a.execs.Close(); err != nil {
 			a.log.Warn("closing process probes", "err", err)
+		}
+	}
+	if a.nets != nil {
+		if err := a.nets.Close(); err != nil {
+			a.log.Warn("closing network flow probes", "err", err)
 		}
 	}
 }
@@ -498,6 +517,7 @@ func (a *agent) health() *wardv1.Health {
 	} else {
 		addStatus("file.", "all", "", false, errors.New("file write probes failed to load"))
 	}
+	a.flowHealth(addStatus, h.Drops)
 	a.mu.Lock()
 	for k, v := range a.counters {
 		h.Drops[k] = v

@@ -38,6 +38,20 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	// Policy says which signed policy bundles the agent accepts and how it fetches them.
 	Policy Policy `yaml:"policy"`
+	// Network configures the network-flow sensor.
+	Network Network `yaml:"network"`
+}
+
+// Network configures the network-flow sensor (connects, TCP lifecycle, UDP sends). It is
+// off by default until the collector stores flow events.
+type Network struct {
+	// Enabled loads the flow probes and ships one NetworkFlow event per connection.
+	Enabled bool `yaml:"enabled"`
+	// FlowIdleTimeout ends a UDP flow without sends for this long and reports a TCP flow still
+	// open after it (again every interval).
+	FlowIdleTimeout time.Duration `yaml:"flow_idle_timeout"`
+	// MaxFlows bounds the flows tracked at once; past it the least active is reported early.
+	MaxFlows int `yaml:"max_flows"`
 }
 
 // Policy configures signed policy distribution. Without pinned keys the agent runs the
@@ -101,6 +115,7 @@ func Default() Config {
 		HealthInterval: time.Minute,
 		LogLevel:       "info",
 		Policy:         Policy{Group: "default", PollInterval: time.Minute},
+		Network:        Network{Enabled: false, FlowIdleTimeout: 2 * time.Minute, MaxFlows: 65536},
 	}
 }
 
@@ -171,6 +186,11 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("log_level must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	if n := c.Network; n.FlowIdleTimeout < time.Second || n.FlowIdleTimeout > 24*time.Hour {
+		return fmt.Errorf("network.flow_idle_timeout must be 1s..24h, got %s", n.FlowIdleTimeout)
+	} else if n.MaxFlows < 16 || n.MaxFlows > 1<<22 {
+		return fmt.Errorf("network.max_flows must be 16..4194304, got %d", n.MaxFlows)
 	}
 	return c.Policy.validate()
 }

@@ -52,6 +52,8 @@ func TestLoadRejectsBrokenConfigsWithAPosition(t *testing.T) {
 		"ring not pow2":   {"capture:\n  ring_bytes: 100000\n", "ring_bytes"},
 		"tiny spool":      {"spool:\n  max_bytes: 10\n", "spool.max_bytes"},
 		"log level":       {"log_level: loud\n", "log_level"},
+		"flow idle":       {"network:\n  flow_idle_timeout: 1ms\n", "network.flow_idle_timeout"},
+		"max flows":       {"network:\n  max_flows: 1\n", "network.max_flows"},
 		"not yaml":        {"{{{{", "agent config"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -60,6 +62,19 @@ func TestLoadRejectsBrokenConfigsWithAPosition(t *testing.T) {
 				t.Fatalf("err = %v, want mention of %q", err, c.want)
 			}
 		})
+	}
+}
+
+func TestNetworkSection(t *testing.T) {
+	cfg, err := Load(write(t, "network:\n  enabled: true\n  flow_idle_timeout: 30s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Network.Enabled || cfg.Network.FlowIdleTimeout != 30*time.Second || cfg.Network.MaxFlows != Default().Network.MaxFlows {
+		t.Fatalf("network = %+v", cfg.Network)
+	}
+	if Default().Network.Enabled {
+		t.Error("the network sensor must be off by default until the collector stores flows")
 	}
 }
 

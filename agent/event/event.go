@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/ward-dlp/ward/agent/flows"
 	"github.com/ward-dlp/ward/agent/proc"
 	"github.com/ward-dlp/ward/agent/stream"
 	wardv1 "github.com/ward-dlp/ward/api/ward/v1"
@@ -108,6 +109,64 @@ func (b *Builder) FileActivity(c stream.Content, p proc.Info, reread bool, findi
 		Process: Process(p), BytesWritten: c.BytesWritten, BytesCaptured: c.BytesCaptured,
 		WriteCalls: c.WriteCalls, ContentSource: Source(reread), Findings: uint32(findings),
 	}}
+	return ev
+}
+
+// NetworkFlow reports one finished (or idle) network flow. p is the process-table entry of
+// the flow's pid; when the table had none, the kernel's view of the task stands in. The
+// analyzer fields (app, name, TLS) are left empty here and filled by the traffic join.
+func (b *Builder) NetworkFlow(f flows.Flow, p proc.Info, known bool) *wardv1.Event {
+	var pr *wardv1.Process
+	switch {
+	case known:
+		pr = Process(p)
+	case f.Task.PID != 0:
+		pr = &wardv1.Process{Pid: f.Task.PID, Uid: f.Task.UID, Gid: f.Task.GID, Comm: f.Task.Comm}
+	}
+	nf := &wardv1.NetworkFlow{
+		Process: pr, Transport: f.Proto.String(), SocketCookie: f.Cookie,
+		BytesSent: f.BytesSent, BytesReceived: f.BytesReceived, UdpSends: f.UDPSends,
+		Action: wardv1.Action_ACTION_RECORD,
+	}
+	if f.Local.IsValid() {
+		nf.LocalAddress, nf.LocalPort = f.Local.Addr().Unmap().String(), uint32(f.Local.Port())
+	}
+	if f.Remote.IsValid() {
+		nf.RemoteAddress, nf.RemotePort = f.Remote.Addr().Unmap().String(), uint32(f.Remote.Port())
+	}
+	switch f.Direction {
+	case flows.Outbound:
+		nf.Direction = wardv1.NetworkFlow_DIRECTION_OUTBOUND
+	case flows.Inbound:
+		nf.Direction = wardv1.NetworkFlow_DIRECTION_INBOUND
+	}
+	switch f.Reason {
+	case flows.Closed:
+		nf.State = wardv1.NetworkFlow_STATE_CLOSED
+	case flows.Idle:
+		nf.State = wardv1.NetworkFlow_STATE_IDLE
+	case flows.Denied:
+		nf.State, nf.Denied, nf.Action = wardv1.NetworkFlow_STATE_DENIED, true, wardv1.Action_ACTION_BLOCK
+		if f.RuleID != 0 {
+			nf.RuleId = fmt.Sprintf("deny-list#%d", f.RuleID)
+		}
+	case flows.Failed:
+		nf.State = wardv1.NetworkFlow_STATE_FAILED
+	case flows.Stopped:
+		nf.State = wardv1.NetworkFlow_STATE_AGENT_STOPPED
+	}
+	if !f.Start.IsZero() {
+		nf.StartTime = timestamppb.New(f.Start)
+	}
+	if !f.End.IsZero() {
+		nf.EndTime = timestamppb.New(f.End)
+	}
+	at := f.End
+	if at.IsZero() {
+		at = time.Now()
+	}
+	ev := b.envelope(at)
+	ev.Payload = &wardv1.Event_Flow{Flow: nf}
 	return ev
 }
 

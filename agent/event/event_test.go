@@ -1,6 +1,7 @@
 package event
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -8,9 +9,11 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ward-dlp/ward/agent/flows"
 	"github.com/ward-dlp/ward/agent/proc"
 	"github.com/ward-dlp/ward/agent/stream"
 	wardv1 "github.com/ward-dlp/ward/api/ward/v1"
+	"github.com/ward-dlp/ward/bpf/netflow"
 	"github.com/ward-dlp/ward/classifiers/engine"
 	"github.com/ward-dlp/ward/policy"
 )
@@ -104,5 +107,34 @@ func TestEnumMappingsAreTotal(t *testing.T) {
 		if _, ok := PolicyClass(c); !ok {
 			t.Errorf("class %v has no policy name", c)
 		}
+	}
+}
+
+func TestNetworkFlow(t *testing.T) {
+	b := NewBuilder("agent-1", &wardv1.Host{Hostname: "h"})
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	f := flows.Flow{
+		Cookie: 7, Proto: netflow.TCP, Direction: flows.Outbound,
+		Local: netip.MustParseAddrPort("[::ffff:127.0.0.1]:5000"), Remote: netip.MustParseAddrPort("127.0.0.1:443"),
+		Task: netflow.Task{PID: 42, UID: 1000, Comm: "curl"}, Start: start, End: start.Add(time.Second),
+		BytesSent: 10, BytesReceived: 20, Established: true, Reason: flows.Closed,
+	}
+	ev := b.NetworkFlow(f, proc.Info{}, false)
+	nf := ev.GetFlow()
+	if nf.GetProcess().GetPid() != 42 || nf.GetProcess().GetComm() != "curl" || nf.GetTransport() != "tcp" ||
+		nf.GetLocalAddress() != "127.0.0.1" || nf.GetLocalPort() != 5000 || nf.GetRemotePort() != 443 ||
+		nf.GetState() != wardv1.NetworkFlow_STATE_CLOSED || nf.GetDirection() != wardv1.NetworkFlow_DIRECTION_OUTBOUND ||
+		nf.GetBytesSent() != 10 || nf.GetBytesReceived() != 20 || nf.GetSocketCookie() != 7 || nf.GetDenied() ||
+		!ev.GetTime().AsTime().Equal(f.End) || !nf.GetStartTime().AsTime().Equal(start) {
+		t.Errorf("flow event = %v", ev)
+	}
+	ev = b.NetworkFlow(f, proc.Info{PID: 42, Exe: "/usr/bin/curl", User: "alice"}, true)
+	if ev.GetFlow().GetProcess().GetExe() != "/usr/bin/curl" || ev.GetFlow().GetProcess().GetUser() != "alice" {
+		t.Errorf("table process not used: %v", ev.GetFlow().GetProcess())
+	}
+	f.Reason, f.RuleID = flows.Denied, 3
+	nf = b.NetworkFlow(f, proc.Info{}, false).GetFlow()
+	if !nf.GetDenied() || nf.GetAction() != wardv1.Action_ACTION_BLOCK || nf.GetState() != wardv1.NetworkFlow_STATE_DENIED || nf.GetRuleId() == "" {
+		t.Errorf("denied flow = %v", nf)
 	}
 }

@@ -20,8 +20,10 @@
  *     tracked, writes through it are missed (the original still works).
  *   - fork: the child inherits the descriptor under a new tgid and is not
  *     tracked.
- *   - mmap'd writes, io_uring, sendfile/splice/copy_file_range into the file,
- *     and truncate are not observed.
+ *   - mmap'd writes, io_uring and truncate are not observed.
+ *   - copy_file_range/sendfile/splice into a tracked fd are reported at
+ *     syscall exit as WRITE with the bytes moved and no data (there is no
+ *     user buffer to copy): user space must re-read the file.
  *   - WRITE is emitted at syscall entry: it reports the bytes the process
  *     asked to write, which may fail or be partial.
  *   - close_range() and exec with O_CLOEXEC do not emit CLOSE; the stale
@@ -43,6 +45,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define KIND_WRITEV 3
 #define KIND_PWRITEV 4
 #define KIND_PWRITEV2 5
+#define KIND_COPY_FILE_RANGE 6 /* in-kernel copies: no user buffer, no data */
+#define KIND_SENDFILE 7
+#define KIND_SPLICE 8
 
 #define WRITE_FLAG_TRUNCATED (1 << 0)   /* captured < requested */
 #define WRITE_FLAG_IOV_LIMIT (1 << 1)   /* more iovecs than MAX_IOV */
@@ -501,6 +506,115 @@ int enter_pwritev2(struct trace_event_raw_sys_enter *ctx)
 {
 	return on_write(ctx->args[0], (const void *)ctx->args[1], ctx->args[2], true,
 			(__s64)ctx->args[3], KIND_PWRITEV2);
+}
+
+/*
+ * In-kernel copies into a tracked descriptor (copy_file_range, sendfile,
+ * splice). The data never passes through a user buffer, so the record
+ * carries only a length, flagged truncated: user space re-reads the file.
+ * Not counted as a capture drop since nothing could be copied.
+ *
+ * The length a caller asks for says little (coreutils cp asks for ~2^63 and
+ * gets the file size), so the entry stashes the record per thread and the
+ * exit emits it with the bytes the syscall actually moved; failed or empty
+ * copies emit nothing.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct write_event);
+} copy_pending SEC(".maps");
+
+/* off_out is a user loff_t pointer; NULL means the file position. */
+static __always_inline int on_copy_enter(__u32 fd, const __s64 *off_out, __u16 kind)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (ward_ignored(tgid))
+		return 0;
+
+	__u64 key = fd_key(tgid, fd);
+	struct tracked_fd *t = bpf_map_lookup_elem(&tracked, &key);
+	if (!t)
+		return 0; /* hot path */
+
+	struct file *f = fd_file(fd);
+	struct inode *inode = f ? BPF_CORE_READ(f, f_inode) : NULL;
+	if (!inode || BPF_CORE_READ(inode, i_ino) != t->ino ||
+	    BPF_CORE_READ(inode, i_sb, s_dev) != t->dev) {
+		bpf_map_delete_elem(&tracked, &key);
+		return 0;
+	}
+
+	struct write_event e = {
+		.type = EV_WRITE,
+		.tgid = tgid,
+		.tid = (__u32)pid_tgid,
+		.fd = fd,
+		.dev = t->dev,
+		.kind = kind,
+		.flags = WRITE_FLAG_TRUNCATED,
+		.ino = t->ino,
+		.watch_id = t->watch_id,
+	};
+	if (off_out) {
+		__s64 pos = -1;
+		if (bpf_probe_read_user(&pos, sizeof(pos), off_out) < 0) {
+			ward_count_drop(WARD_DROP_READ_FAILED);
+			e.flags |= WRITE_FLAG_READ_FAILED;
+			pos = -1;
+		}
+		e.offset = pos;
+	} else if (t->f_flags & O_APPEND) {
+		e.offset = -1;
+	} else {
+		e.offset = BPF_CORE_READ(f, f_pos);
+	}
+	if (bpf_map_update_elem(&copy_pending, &pid_tgid, &e, BPF_ANY) < 0)
+		ward_count_drop(WARD_DROP_MAP_FULL);
+	return 0;
+}
+
+/* copy_file_range(fd_in, off_in, fd_out, off_out, len, flags) */
+SEC("tracepoint/syscalls/sys_enter_copy_file_range")
+int enter_copy_file_range(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_copy_enter(ctx->args[2], (const __s64 *)ctx->args[3], KIND_COPY_FILE_RANGE);
+}
+
+/* sendfile64(out_fd, in_fd, offset, count): offset is the input's. */
+SEC("tracepoint/syscalls/sys_enter_sendfile64")
+int enter_sendfile64(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_copy_enter(ctx->args[0], NULL, KIND_SENDFILE);
+}
+
+/* splice(fd_in, off_in, fd_out, off_out, len, flags) */
+SEC("tracepoint/syscalls/sys_enter_splice")
+int enter_splice(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_copy_enter(ctx->args[2], (const __s64 *)ctx->args[3], KIND_SPLICE);
+}
+
+/* Shared by the three copy syscalls' exits: all return bytes moved. */
+SEC("tracepoint/syscalls/sys_exit_copy_file_range")
+int exit_copy(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct write_event *p = bpf_map_lookup_elem(&copy_pending, &pid_tgid);
+	if (!p)
+		return 0; /* hot path: not a copy into a tracked fd */
+	struct write_event e = *p;
+	bpf_map_delete_elem(&copy_pending, &pid_tgid);
+	long ret = ctx->ret;
+	if (ret <= 0)
+		return 0;
+	e.ts_boot_ns = bpf_ktime_get_boot_ns();
+	e.requested = ret;
+	if (bpf_ringbuf_output(&events, &e, sizeof(e), 0) < 0)
+		ward_count_drop(WARD_DROP_RINGBUF_FULL);
+	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_close")

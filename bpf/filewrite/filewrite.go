@@ -67,6 +67,13 @@ const (
 	KindWritev   WriteKind = 3
 	KindPwritev  WriteKind = 4
 	KindPwritev2 WriteKind = 5
+	// In-kernel copies into a tracked descriptor, reported at syscall exit
+	// with Requested = bytes actually moved. They carry no data (there is no
+	// user buffer) and are always Truncated: the consumer knows bytes landed
+	// in the file and must re-read it.
+	KindCopyFileRange WriteKind = 6
+	KindSendfile      WriteKind = 7
+	KindSplice        WriteKind = 8
 )
 
 func (k WriteKind) String() string {
@@ -81,6 +88,12 @@ func (k WriteKind) String() string {
 		return "pwritev"
 	case KindPwritev2:
 		return "pwritev2"
+	case KindCopyFileRange:
+		return "copy_file_range"
+	case KindSendfile:
+		return "sendfile"
+	case KindSplice:
+		return "splice"
 	}
 	return fmt.Sprintf("kind(%d)", uint16(k))
 }
@@ -110,7 +123,9 @@ type Open struct {
 	Untracked bool
 }
 
-// Write is one write syscall on a tracked descriptor, observed at entry.
+// Write is one write syscall on a tracked descriptor, observed at entry, or an
+// in-kernel copy into one (Kind copy_file_range/sendfile/splice), observed at
+// exit with Requested = bytes moved and no Data.
 type Write struct {
 	Time      time.Time
 	PID, TID  uint32
@@ -177,6 +192,15 @@ var hooks = []hookDef{
 	{"write/writev", "enter_writev", "sys_enter_writev", false},
 	{"write/pwritev", "enter_pwritev", "sys_enter_pwritev", false},
 	{"write/pwritev2", "enter_pwritev2", "sys_enter_pwritev2", true}, // 4.6+
+	// In-kernel copies: the entry stashes the destination, the exit reports
+	// the bytes moved. A missing one is a warning: that copy is then seen
+	// only through the agent's mtime check at close.
+	{"copy/copy_file_range", "enter_copy_file_range", "sys_enter_copy_file_range", false},
+	{"copy/copy_file_range_exit", "exit_copy", "sys_exit_copy_file_range", false},
+	{"copy/sendfile", "enter_sendfile64", "sys_enter_sendfile64", false},
+	{"copy/sendfile_exit", "exit_copy", "sys_exit_sendfile64", false},
+	{"copy/splice", "enter_splice", "sys_enter_splice", false},
+	{"copy/splice_exit", "exit_copy", "sys_exit_splice", false},
 	{"close/close", "enter_close", "sys_enter_close", false},
 }
 

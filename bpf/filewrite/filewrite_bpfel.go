@@ -92,24 +92,29 @@ type filewriteWriteScratch struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	filewriteMapEvents           = "events"
-	filewriteMapOpenScratch      = "open_scratch"
-	filewriteMapTracked          = "tracked"
-	filewriteMapWardDrops        = "ward_drops"
-	filewriteMapWatched          = "watched"
-	filewriteMapWriteScratch     = "write_scratch"
-	filewriteProgEnterClose      = "enter_close"
-	filewriteProgEnterPwrite64   = "enter_pwrite64"
-	filewriteProgEnterPwritev    = "enter_pwritev"
-	filewriteProgEnterPwritev2   = "enter_pwritev2"
-	filewriteProgEnterWrite      = "enter_write"
-	filewriteProgEnterWritev     = "enter_writev"
-	filewriteProgExitOpen        = "exit_open"
-	filewriteVarMaxCapture       = "max_capture"
-	filewriteVarUnusedCloseEvent = "unused_close_event"
-	filewriteVarUnusedOpenEvent  = "unused_open_event"
-	filewriteVarUnusedWriteEvent = "unused_write_event"
-	filewriteVarWardIgnoreTgid   = "ward_ignore_tgid"
+	filewriteMapCopyPending         = "copy_pending"
+	filewriteMapEvents              = "events"
+	filewriteMapOpenScratch         = "open_scratch"
+	filewriteMapTracked             = "tracked"
+	filewriteMapWardDrops           = "ward_drops"
+	filewriteMapWatched             = "watched"
+	filewriteMapWriteScratch        = "write_scratch"
+	filewriteProgEnterClose         = "enter_close"
+	filewriteProgEnterCopyFileRange = "enter_copy_file_range"
+	filewriteProgEnterPwrite64      = "enter_pwrite64"
+	filewriteProgEnterPwritev       = "enter_pwritev"
+	filewriteProgEnterPwritev2      = "enter_pwritev2"
+	filewriteProgEnterSendfile64    = "enter_sendfile64"
+	filewriteProgEnterSplice        = "enter_splice"
+	filewriteProgEnterWrite         = "enter_write"
+	filewriteProgEnterWritev        = "enter_writev"
+	filewriteProgExitCopy           = "exit_copy"
+	filewriteProgExitOpen           = "exit_open"
+	filewriteVarMaxCapture          = "max_capture"
+	filewriteVarUnusedCloseEvent    = "unused_close_event"
+	filewriteVarUnusedOpenEvent     = "unused_open_event"
+	filewriteVarUnusedWriteEvent    = "unused_write_event"
+	filewriteVarWardIgnoreTgid      = "ward_ignore_tgid"
 )
 
 // loadFilewrite returns the embedded CollectionSpec for filewrite.
@@ -154,19 +159,24 @@ type filewriteSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type filewriteProgramSpecs struct {
-	EnterClose    *ebpf.ProgramSpec `ebpf:"enter_close"`
-	EnterPwrite64 *ebpf.ProgramSpec `ebpf:"enter_pwrite64"`
-	EnterPwritev  *ebpf.ProgramSpec `ebpf:"enter_pwritev"`
-	EnterPwritev2 *ebpf.ProgramSpec `ebpf:"enter_pwritev2"`
-	EnterWrite    *ebpf.ProgramSpec `ebpf:"enter_write"`
-	EnterWritev   *ebpf.ProgramSpec `ebpf:"enter_writev"`
-	ExitOpen      *ebpf.ProgramSpec `ebpf:"exit_open"`
+	EnterClose         *ebpf.ProgramSpec `ebpf:"enter_close"`
+	EnterCopyFileRange *ebpf.ProgramSpec `ebpf:"enter_copy_file_range"`
+	EnterPwrite64      *ebpf.ProgramSpec `ebpf:"enter_pwrite64"`
+	EnterPwritev       *ebpf.ProgramSpec `ebpf:"enter_pwritev"`
+	EnterPwritev2      *ebpf.ProgramSpec `ebpf:"enter_pwritev2"`
+	EnterSendfile64    *ebpf.ProgramSpec `ebpf:"enter_sendfile64"`
+	EnterSplice        *ebpf.ProgramSpec `ebpf:"enter_splice"`
+	EnterWrite         *ebpf.ProgramSpec `ebpf:"enter_write"`
+	EnterWritev        *ebpf.ProgramSpec `ebpf:"enter_writev"`
+	ExitCopy           *ebpf.ProgramSpec `ebpf:"exit_copy"`
+	ExitOpen           *ebpf.ProgramSpec `ebpf:"exit_open"`
 }
 
 // filewriteMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type filewriteMapSpecs struct {
+	CopyPending  *ebpf.MapSpec `ebpf:"copy_pending"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	OpenScratch  *ebpf.MapSpec `ebpf:"open_scratch"`
 	Tracked      *ebpf.MapSpec `ebpf:"tracked"`
@@ -206,6 +216,7 @@ func (o *filewriteObjects) Close() error {
 //
 // It can be passed to loadFilewriteObjects or ebpf.CollectionSpec.LoadAndAssign.
 type filewriteMaps struct {
+	CopyPending  *ebpf.Map `ebpf:"copy_pending"`
 	Events       *ebpf.Map `ebpf:"events"`
 	OpenScratch  *ebpf.Map `ebpf:"open_scratch"`
 	Tracked      *ebpf.Map `ebpf:"tracked"`
@@ -216,6 +227,7 @@ type filewriteMaps struct {
 
 func (m *filewriteMaps) Close() error {
 	return _FilewriteClose(
+		m.CopyPending,
 		m.Events,
 		m.OpenScratch,
 		m.Tracked,
@@ -240,23 +252,31 @@ type filewriteVariables struct {
 //
 // It can be passed to loadFilewriteObjects or ebpf.CollectionSpec.LoadAndAssign.
 type filewritePrograms struct {
-	EnterClose    *ebpf.Program `ebpf:"enter_close"`
-	EnterPwrite64 *ebpf.Program `ebpf:"enter_pwrite64"`
-	EnterPwritev  *ebpf.Program `ebpf:"enter_pwritev"`
-	EnterPwritev2 *ebpf.Program `ebpf:"enter_pwritev2"`
-	EnterWrite    *ebpf.Program `ebpf:"enter_write"`
-	EnterWritev   *ebpf.Program `ebpf:"enter_writev"`
-	ExitOpen      *ebpf.Program `ebpf:"exit_open"`
+	EnterClose         *ebpf.Program `ebpf:"enter_close"`
+	EnterCopyFileRange *ebpf.Program `ebpf:"enter_copy_file_range"`
+	EnterPwrite64      *ebpf.Program `ebpf:"enter_pwrite64"`
+	EnterPwritev       *ebpf.Program `ebpf:"enter_pwritev"`
+	EnterPwritev2      *ebpf.Program `ebpf:"enter_pwritev2"`
+	EnterSendfile64    *ebpf.Program `ebpf:"enter_sendfile64"`
+	EnterSplice        *ebpf.Program `ebpf:"enter_splice"`
+	EnterWrite         *ebpf.Program `ebpf:"enter_write"`
+	EnterWritev        *ebpf.Program `ebpf:"enter_writev"`
+	ExitCopy           *ebpf.Program `ebpf:"exit_copy"`
+	ExitOpen           *ebpf.Program `ebpf:"exit_open"`
 }
 
 func (p *filewritePrograms) Close() error {
 	return _FilewriteClose(
 		p.EnterClose,
+		p.EnterCopyFileRange,
 		p.EnterPwrite64,
 		p.EnterPwritev,
 		p.EnterPwritev2,
+		p.EnterSendfile64,
+		p.EnterSplice,
 		p.EnterWrite,
 		p.EnterWritev,
+		p.ExitCopy,
 		p.ExitOpen,
 	)
 }

@@ -65,6 +65,31 @@ func helper(op string, args []string) error {
 			return err
 		}
 		_, err = unix.Write(fd, []byte("after"))
+	case "sendfile": // src: sendfile(2) all of src into the file
+		src, err := os.Open(args[1])
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		st, err := src.Stat()
+		if err != nil {
+			return err
+		}
+		_, err = unix.Sendfile(fd, int(src.Fd()), nil, int(st.Size()))
+		return err
+	case "splice": // off data: data through a pipe, spliced in at off
+		var p [2]int
+		if err := unix.Pipe(p[:]); err != nil {
+			return err
+		}
+		defer unix.Close(p[0])
+		defer unix.Close(p[1])
+		if _, err := unix.Write(p[1], []byte(args[2])); err != nil {
+			return err
+		}
+		off, _ := strconv.ParseInt(args[1], 10, 64)
+		_, err = unix.Splice(p[0], nil, fd, &off, len(args[2]), 0)
+		return err
 	case "big": // n bytes in one write
 		n, _ := strconv.Atoi(args[1])
 		_, err = unix.Write(fd, pattern(n))
@@ -662,7 +687,8 @@ func TestStatusAndDrops(t *testing.T) {
 			t.Errorf("%s: not attached without an error", s.Name)
 		}
 	}
-	for _, name := range []string{"open/openat", "write/write", "write/pwrite64", "write/writev", "write/pwritev", "close/close"} {
+	for _, name := range []string{"open/openat", "write/write", "write/pwrite64", "write/writev", "write/pwritev", "close/close",
+		"copy/copy_file_range", "copy/copy_file_range_exit", "copy/sendfile", "copy/sendfile_exit", "copy/splice", "copy/splice_exit"} {
 		if !seen[name] {
 			t.Errorf("%s not attached", name)
 		}
@@ -674,4 +700,86 @@ func TestStatusAndDrops(t *testing.T) {
 	if len(d) != len(kernel.DropReasons) {
 		t.Errorf("drops = %v", d)
 	}
+}
+
+// copyRecords returns the Write records of an in-kernel copy and checks
+// their shape: no data, truncated (re-read needed), the given kind.
+func copyRecords(t *testing.T, recs []Record, kind WriteKind) []Write {
+	t.Helper()
+	var out []Write
+	for _, r := range recs {
+		w, ok := r.(Write)
+		if !ok {
+			continue
+		}
+		if w.Kind != kind || len(w.Data) != 0 || !w.Truncated {
+			t.Errorf("write = %+v, want kind %s, no data, truncated", w, kind)
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// TestCopyFileRange: coreutils cp copies with copy_file_range (asking for
+// ~2^63 bytes); the record must say how many bytes actually landed.
+func TestCopyFileRange(t *testing.T) {
+	h := load(t, Config{})
+	cpPath, err := exec.LookPath("cp")
+	if err != nil {
+		t.Skip("no cp on PATH")
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	want := pattern(100_000)
+	if err := os.WriteFile(src, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	h.watch(dir)
+	dst := filepath.Join(dir, "copy.bin")
+	cmd := exec.Command(cpPath, src, dst)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	recs := h.records(uint32(cmd.Process.Pid))
+	ws := copyRecords(t, recs, KindCopyFileRange)
+	var total uint64
+	for _, w := range ws {
+		total += w.Requested
+		if w.Offset < 0 {
+			t.Errorf("copy offset unknown: %+v", w)
+		}
+	}
+	if len(ws) == 0 || total != uint64(len(want)) {
+		t.Fatalf("copy_file_range records %+v total %d, want %d bytes (all records %+v)", ws, total, len(want), recs)
+	}
+	if ws[0].Offset != 0 {
+		t.Errorf("first copy at offset %d, want 0", ws[0].Offset)
+	}
+}
+
+func TestSendfileSplice(t *testing.T) {
+	h := load(t, Config{})
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.WriteFile(src, pattern(5000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	h.watch(dir)
+
+	pid := h.run("sendfile", filepath.Join(dir, "sent"), src)
+	ws := copyRecords(t, h.records(pid), KindSendfile)
+	if len(ws) != 1 || ws[0].Requested != 5000 || ws[0].Offset != 0 {
+		t.Errorf("sendfile records %+v, want one of 5000 bytes at 0", ws)
+	}
+
+	pid = h.run("splice", filepath.Join(dir, "spliced"), "7", "spliced!")
+	ws = copyRecords(t, h.records(pid), KindSplice)
+	if len(ws) != 1 || ws[0].Requested != 8 || ws[0].Offset != 7 {
+		t.Errorf("splice records %+v, want one of 8 bytes at offset 7", ws)
+	}
+
+	// A copy into an unwatched file reports nothing.
+	other := t.TempDir()
+	pid = h.run("sendfile", filepath.Join(other, "sent"), src)
+	h.none(pid, dir)
 }

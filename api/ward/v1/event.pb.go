@@ -344,6 +344,123 @@ func (FileActivity_Kind) EnumDescriptor() ([]byte, []int) {
 	return file_ward_v1_event_proto_rawDescGZIP(), []int{4, 0}
 }
 
+// State says how the flow ended, or why it was reported while still open.
+type NetworkFlow_State int32
+
+const (
+	NetworkFlow_STATE_UNSPECIFIED NetworkFlow_State = 0
+	// The TCP connection closed.
+	NetworkFlow_STATE_CLOSED NetworkFlow_State = 1
+	// No activity for the idle interval (UDP), or a long TCP flow reported so far; a later
+	// event for the same socket_cookie continues it.
+	NetworkFlow_STATE_IDLE NetworkFlow_State = 2
+	// The agent refused the connection or send (policy deny list).
+	NetworkFlow_STATE_DENIED NetworkFlow_State = 3
+	// The connection never established (refused, unreachable, timed out).
+	NetworkFlow_STATE_FAILED NetworkFlow_State = 4
+	// Still open when the agent stopped.
+	NetworkFlow_STATE_AGENT_STOPPED NetworkFlow_State = 5
+)
+
+// Enum value maps for NetworkFlow_State.
+var (
+	NetworkFlow_State_name = map[int32]string{
+		0: "STATE_UNSPECIFIED",
+		1: "STATE_CLOSED",
+		2: "STATE_IDLE",
+		3: "STATE_DENIED",
+		4: "STATE_FAILED",
+		5: "STATE_AGENT_STOPPED",
+	}
+	NetworkFlow_State_value = map[string]int32{
+		"STATE_UNSPECIFIED":   0,
+		"STATE_CLOSED":        1,
+		"STATE_IDLE":          2,
+		"STATE_DENIED":        3,
+		"STATE_FAILED":        4,
+		"STATE_AGENT_STOPPED": 5,
+	}
+)
+
+func (x NetworkFlow_State) Enum() *NetworkFlow_State {
+	p := new(NetworkFlow_State)
+	*p = x
+	return p
+}
+
+func (x NetworkFlow_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NetworkFlow_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_ward_v1_event_proto_enumTypes[6].Descriptor()
+}
+
+func (NetworkFlow_State) Type() protoreflect.EnumType {
+	return &file_ward_v1_event_proto_enumTypes[6]
+}
+
+func (x NetworkFlow_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NetworkFlow_State.Descriptor instead.
+func (NetworkFlow_State) EnumDescriptor() ([]byte, []int) {
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{9, 0}
+}
+
+// Direction says which side initiated the flow.
+type NetworkFlow_Direction int32
+
+const (
+	NetworkFlow_DIRECTION_UNSPECIFIED NetworkFlow_Direction = 0
+	// A local process connected out (or sent the first datagram).
+	NetworkFlow_DIRECTION_OUTBOUND NetworkFlow_Direction = 1
+	// A remote peer connected to a local listener.
+	NetworkFlow_DIRECTION_INBOUND NetworkFlow_Direction = 2
+)
+
+// Enum value maps for NetworkFlow_Direction.
+var (
+	NetworkFlow_Direction_name = map[int32]string{
+		0: "DIRECTION_UNSPECIFIED",
+		1: "DIRECTION_OUTBOUND",
+		2: "DIRECTION_INBOUND",
+	}
+	NetworkFlow_Direction_value = map[string]int32{
+		"DIRECTION_UNSPECIFIED": 0,
+		"DIRECTION_OUTBOUND":    1,
+		"DIRECTION_INBOUND":     2,
+	}
+)
+
+func (x NetworkFlow_Direction) Enum() *NetworkFlow_Direction {
+	p := new(NetworkFlow_Direction)
+	*p = x
+	return p
+}
+
+func (x NetworkFlow_Direction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NetworkFlow_Direction) Descriptor() protoreflect.EnumDescriptor {
+	return file_ward_v1_event_proto_enumTypes[7].Descriptor()
+}
+
+func (NetworkFlow_Direction) Type() protoreflect.EnumType {
+	return &file_ward_v1_event_proto_enumTypes[7]
+}
+
+func (x NetworkFlow_Direction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NetworkFlow_Direction.Descriptor instead.
+func (NetworkFlow_Direction) EnumDescriptor() ([]byte, []int) {
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{9, 1}
+}
+
 // Event is the envelope of everything an agent reports. The pair (agent_id, seq) is the
 // idempotency key: the collector stores each pair once, however often it is resent.
 type Event struct {
@@ -363,6 +480,7 @@ type Event struct {
 	//	*Event_File
 	//	*Event_Finding
 	//	*Event_Health
+	//	*Event_Flow
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -476,6 +594,15 @@ func (x *Event) GetHealth() *Health {
 	return nil
 }
 
+func (x *Event) GetFlow() *NetworkFlow {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_Flow); ok {
+			return x.Flow
+		}
+	}
+	return nil
+}
+
 type isEvent_Payload interface {
 	isEvent_Payload()
 }
@@ -496,6 +623,10 @@ type Event_Health struct {
 	Health *Health `protobuf:"bytes,13,opt,name=health,proto3,oneof"`
 }
 
+type Event_Flow struct {
+	Flow *NetworkFlow `protobuf:"bytes,14,opt,name=flow,proto3,oneof"`
+}
+
 func (*Event_Process) isEvent_Payload() {}
 
 func (*Event_File) isEvent_Payload() {}
@@ -503,6 +634,8 @@ func (*Event_File) isEvent_Payload() {}
 func (*Event_Finding) isEvent_Payload() {}
 
 func (*Event_Health) isEvent_Payload() {}
+
+func (*Event_Flow) isEvent_Payload() {}
 
 // Host identifies the machine an agent runs on.
 type Host struct {
@@ -1339,6 +1472,293 @@ type Finding_File struct {
 
 func (*Finding_File) isFinding_Target() {}
 
+// NetworkFlow is one network connection (TCP), or one UDP socket's traffic to one destination,
+// as the kernel saw it: who made it, the 5-tuple, how long it lived and the bytes each way. It is
+// sent once per flow when it ends (TCP close, a denial) or when it goes idle (UDP, long-lived
+// TCP). The app/name/TLS fields are filled when the traffic analyzer named the flow.
+type NetworkFlow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The local process; only pid/comm/uid when the process table had no entry. Empty for
+	// inbound flows (the kernel reports them outside the accepting process).
+	Process *Process `protobuf:"bytes,1,opt,name=process,proto3" json:"process,omitempty"`
+	// Transport: "tcp" or "udp".
+	Transport     string                `protobuf:"bytes,2,opt,name=transport,proto3" json:"transport,omitempty"`
+	LocalAddress  string                `protobuf:"bytes,3,opt,name=local_address,json=localAddress,proto3" json:"local_address,omitempty"`
+	LocalPort     uint32                `protobuf:"varint,4,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	RemoteAddress string                `protobuf:"bytes,5,opt,name=remote_address,json=remoteAddress,proto3" json:"remote_address,omitempty"`
+	RemotePort    uint32                `protobuf:"varint,6,opt,name=remote_port,json=remotePort,proto3" json:"remote_port,omitempty"`
+	Direction     NetworkFlow_Direction `protobuf:"varint,7,opt,name=direction,proto3,enum=ward.v1.NetworkFlow_Direction" json:"direction,omitempty"`
+	// Payload bytes this host sent that the peer acknowledged (TCP; may exceed the payload
+	// by up to 2 for SYN and FIN).
+	BytesSent uint64 `protobuf:"varint,8,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
+	// Payload bytes received (TCP; may exceed the payload by one for FIN).
+	BytesReceived uint64                 `protobuf:"varint,9,opt,name=bytes_received,json=bytesReceived,proto3" json:"bytes_received,omitempty"`
+	StartTime     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	State         NetworkFlow_State      `protobuf:"varint,12,opt,name=state,proto3,enum=ward.v1.NetworkFlow_State" json:"state,omitempty"`
+	// What the agent did: ACTION_BLOCK for a denied flow, otherwise ACTION_RECORD.
+	Action Action `protobuf:"varint,13,opt,name=action,proto3,enum=ward.v1.Action" json:"action,omitempty"`
+	Denied bool   `protobuf:"varint,14,opt,name=denied,proto3" json:"denied,omitempty"`
+	// The rule that put the destination on the deny list, when denied.
+	RuleId string `protobuf:"bytes,15,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	// Kernel socket cookie: the join key with the traffic analyzer's records.
+	SocketCookie uint64 `protobuf:"varint,16,opt,name=socket_cookie,json=socketCookie,proto3" json:"socket_cookie,omitempty"`
+	// UDP: datagrams sent with an explicit destination (sendto/sendmsg).
+	UdpSends uint64 `protobuf:"varint,17,opt,name=udp_sends,json=udpSends,proto3" json:"udp_sends,omitempty"`
+	// Filled from the traffic analyzer's join (empty when it did not see the flow).
+	// Catalog app id, display name and category.
+	App         string `protobuf:"bytes,20,opt,name=app,proto3" json:"app,omitempty"`
+	AppName     string `protobuf:"bytes,21,opt,name=app_name,json=appName,proto3" json:"app_name,omitempty"`
+	AppCategory string `protobuf:"bytes,22,opt,name=app_category,json=appCategory,proto3" json:"app_category,omitempty"`
+	// Destination name and where it came from: sni, quic, http, dns, stun, ip.
+	Name       string `protobuf:"bytes,23,opt,name=name,proto3" json:"name,omitempty"`
+	NameSource string `protobuf:"bytes,24,opt,name=name_source,json=nameSource,proto3" json:"name_source,omitempty"`
+	// Application protocol: tls, quic, http, dns, stun, ...
+	AppProtocol string   `protobuf:"bytes,25,opt,name=app_protocol,json=appProtocol,proto3" json:"app_protocol,omitempty"`
+	Sni         string   `protobuf:"bytes,26,opt,name=sni,proto3" json:"sni,omitempty"`
+	Alpn        []string `protobuf:"bytes,27,rep,name=alpn,proto3" json:"alpn,omitempty"`
+	// JA4 client fingerprint.
+	Ja4           string `protobuf:"bytes,28,opt,name=ja4,proto3" json:"ja4,omitempty"`
+	TlsVersion    string `protobuf:"bytes,29,opt,name=tls_version,json=tlsVersion,proto3" json:"tls_version,omitempty"`
+	Ech           bool   `protobuf:"varint,30,opt,name=ech,proto3" json:"ech,omitempty"`
+	DnsQuery      string `protobuf:"bytes,31,opt,name=dns_query,json=dnsQuery,proto3" json:"dns_query,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkFlow) Reset() {
+	*x = NetworkFlow{}
+	mi := &file_ward_v1_event_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkFlow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkFlow) ProtoMessage() {}
+
+func (x *NetworkFlow) ProtoReflect() protoreflect.Message {
+	mi := &file_ward_v1_event_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkFlow.ProtoReflect.Descriptor instead.
+func (*NetworkFlow) Descriptor() ([]byte, []int) {
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NetworkFlow) GetProcess() *Process {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+func (x *NetworkFlow) GetTransport() string {
+	if x != nil {
+		return x.Transport
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetLocalAddress() string {
+	if x != nil {
+		return x.LocalAddress
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetLocalPort() uint32 {
+	if x != nil {
+		return x.LocalPort
+	}
+	return 0
+}
+
+func (x *NetworkFlow) GetRemoteAddress() string {
+	if x != nil {
+		return x.RemoteAddress
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetRemotePort() uint32 {
+	if x != nil {
+		return x.RemotePort
+	}
+	return 0
+}
+
+func (x *NetworkFlow) GetDirection() NetworkFlow_Direction {
+	if x != nil {
+		return x.Direction
+	}
+	return NetworkFlow_DIRECTION_UNSPECIFIED
+}
+
+func (x *NetworkFlow) GetBytesSent() uint64 {
+	if x != nil {
+		return x.BytesSent
+	}
+	return 0
+}
+
+func (x *NetworkFlow) GetBytesReceived() uint64 {
+	if x != nil {
+		return x.BytesReceived
+	}
+	return 0
+}
+
+func (x *NetworkFlow) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *NetworkFlow) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *NetworkFlow) GetState() NetworkFlow_State {
+	if x != nil {
+		return x.State
+	}
+	return NetworkFlow_STATE_UNSPECIFIED
+}
+
+func (x *NetworkFlow) GetAction() Action {
+	if x != nil {
+		return x.Action
+	}
+	return Action_ACTION_UNSPECIFIED
+}
+
+func (x *NetworkFlow) GetDenied() bool {
+	if x != nil {
+		return x.Denied
+	}
+	return false
+}
+
+func (x *NetworkFlow) GetRuleId() string {
+	if x != nil {
+		return x.RuleId
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetSocketCookie() uint64 {
+	if x != nil {
+		return x.SocketCookie
+	}
+	return 0
+}
+
+func (x *NetworkFlow) GetUdpSends() uint64 {
+	if x != nil {
+		return x.UdpSends
+	}
+	return 0
+}
+
+func (x *NetworkFlow) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetAppName() string {
+	if x != nil {
+		return x.AppName
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetAppCategory() string {
+	if x != nil {
+		return x.AppCategory
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetNameSource() string {
+	if x != nil {
+		return x.NameSource
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetAppProtocol() string {
+	if x != nil {
+		return x.AppProtocol
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetSni() string {
+	if x != nil {
+		return x.Sni
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetAlpn() []string {
+	if x != nil {
+		return x.Alpn
+	}
+	return nil
+}
+
+func (x *NetworkFlow) GetJa4() string {
+	if x != nil {
+		return x.Ja4
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetTlsVersion() string {
+	if x != nil {
+		return x.TlsVersion
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetEch() bool {
+	if x != nil {
+		return x.Ech
+	}
+	return false
+}
+
+func (x *NetworkFlow) GetDnsQuery() string {
+	if x != nil {
+		return x.DnsQuery
+	}
+	return ""
+}
+
 // Health carries the agent's self-observation: which probes run, and what was lost.
 type Health struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1358,7 +1778,7 @@ type Health struct {
 
 func (x *Health) Reset() {
 	*x = Health{}
-	mi := &file_ward_v1_event_proto_msgTypes[9]
+	mi := &file_ward_v1_event_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1790,7 @@ func (x *Health) String() string {
 func (*Health) ProtoMessage() {}
 
 func (x *Health) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_v1_event_proto_msgTypes[9]
+	mi := &file_ward_v1_event_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1803,7 @@ func (x *Health) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Health.ProtoReflect.Descriptor instead.
 func (*Health) Descriptor() ([]byte, []int) {
-	return file_ward_v1_event_proto_rawDescGZIP(), []int{9}
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Health) GetProbes() []*ProbeStatus {
@@ -1451,7 +1871,7 @@ type ProbeStatus struct {
 
 func (x *ProbeStatus) Reset() {
 	*x = ProbeStatus{}
-	mi := &file_ward_v1_event_proto_msgTypes[10]
+	mi := &file_ward_v1_event_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1883,7 @@ func (x *ProbeStatus) String() string {
 func (*ProbeStatus) ProtoMessage() {}
 
 func (x *ProbeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_v1_event_proto_msgTypes[10]
+	mi := &file_ward_v1_event_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1896,7 @@ func (x *ProbeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeStatus.ProtoReflect.Descriptor instead.
 func (*ProbeStatus) Descriptor() ([]byte, []int) {
-	return file_ward_v1_event_proto_rawDescGZIP(), []int{10}
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ProbeStatus) GetName() string {
@@ -1511,7 +1931,7 @@ var File_ward_v1_event_proto protoreflect.FileDescriptor
 
 const file_ward_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x13ward/v1/event.proto\x12\award.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14ward/v1/policy.proto\"\xdb\x02\n" +
+	"\x13ward/v1/event.proto\x12\award.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14ward/v1/policy.proto\"\x87\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -1522,7 +1942,8 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	" \x01(\v2\x15.ward.v1.ProcessEventH\x00R\aprocess\x12+\n" +
 	"\x04file\x18\v \x01(\v2\x15.ward.v1.FileActivityH\x00R\x04file\x12,\n" +
 	"\afinding\x18\f \x01(\v2\x10.ward.v1.FindingH\x00R\afinding\x12)\n" +
-	"\x06health\x18\r \x01(\v2\x0f.ward.v1.HealthH\x00R\x06healthB\t\n" +
+	"\x06health\x18\r \x01(\v2\x0f.ward.v1.HealthH\x00R\x06health\x12*\n" +
+	"\x04flow\x18\x0e \x01(\v2\x14.ward.v1.NetworkFlowH\x00R\x04flowB\t\n" +
 	"\apayload\"\x8e\x01\n" +
 	"\x04Host\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x1d\n" +
@@ -1618,7 +2039,56 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	" \x01(\v2\x13.ward.v1.FileTargetH\x00R\x04file\x12(\n" +
 	"\amatches\x18\x04 \x03(\v2\x0e.ward.v1.MatchR\amatches\x12-\n" +
 	"\bdecision\x18\x05 \x01(\v2\x11.ward.v1.DecisionR\bdecisionB\b\n" +
-	"\x06target\"\x83\x03\n" +
+	"\x06target\"\xad\t\n" +
+	"\vNetworkFlow\x12*\n" +
+	"\aprocess\x18\x01 \x01(\v2\x10.ward.v1.ProcessR\aprocess\x12\x1c\n" +
+	"\ttransport\x18\x02 \x01(\tR\ttransport\x12#\n" +
+	"\rlocal_address\x18\x03 \x01(\tR\flocalAddress\x12\x1d\n" +
+	"\n" +
+	"local_port\x18\x04 \x01(\rR\tlocalPort\x12%\n" +
+	"\x0eremote_address\x18\x05 \x01(\tR\rremoteAddress\x12\x1f\n" +
+	"\vremote_port\x18\x06 \x01(\rR\n" +
+	"remotePort\x12<\n" +
+	"\tdirection\x18\a \x01(\x0e2\x1e.ward.v1.NetworkFlow.DirectionR\tdirection\x12\x1d\n" +
+	"\n" +
+	"bytes_sent\x18\b \x01(\x04R\tbytesSent\x12%\n" +
+	"\x0ebytes_received\x18\t \x01(\x04R\rbytesReceived\x129\n" +
+	"\n" +
+	"start_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x120\n" +
+	"\x05state\x18\f \x01(\x0e2\x1a.ward.v1.NetworkFlow.StateR\x05state\x12'\n" +
+	"\x06action\x18\r \x01(\x0e2\x0f.ward.v1.ActionR\x06action\x12\x16\n" +
+	"\x06denied\x18\x0e \x01(\bR\x06denied\x12\x17\n" +
+	"\arule_id\x18\x0f \x01(\tR\x06ruleId\x12#\n" +
+	"\rsocket_cookie\x18\x10 \x01(\x04R\fsocketCookie\x12\x1b\n" +
+	"\tudp_sends\x18\x11 \x01(\x04R\budpSends\x12\x10\n" +
+	"\x03app\x18\x14 \x01(\tR\x03app\x12\x19\n" +
+	"\bapp_name\x18\x15 \x01(\tR\aappName\x12!\n" +
+	"\fapp_category\x18\x16 \x01(\tR\vappCategory\x12\x12\n" +
+	"\x04name\x18\x17 \x01(\tR\x04name\x12\x1f\n" +
+	"\vname_source\x18\x18 \x01(\tR\n" +
+	"nameSource\x12!\n" +
+	"\fapp_protocol\x18\x19 \x01(\tR\vappProtocol\x12\x10\n" +
+	"\x03sni\x18\x1a \x01(\tR\x03sni\x12\x12\n" +
+	"\x04alpn\x18\x1b \x03(\tR\x04alpn\x12\x10\n" +
+	"\x03ja4\x18\x1c \x01(\tR\x03ja4\x12\x1f\n" +
+	"\vtls_version\x18\x1d \x01(\tR\n" +
+	"tlsVersion\x12\x10\n" +
+	"\x03ech\x18\x1e \x01(\bR\x03ech\x12\x1b\n" +
+	"\tdns_query\x18\x1f \x01(\tR\bdnsQuery\"}\n" +
+	"\x05State\x12\x15\n" +
+	"\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fSTATE_CLOSED\x10\x01\x12\x0e\n" +
+	"\n" +
+	"STATE_IDLE\x10\x02\x12\x10\n" +
+	"\fSTATE_DENIED\x10\x03\x12\x10\n" +
+	"\fSTATE_FAILED\x10\x04\x12\x17\n" +
+	"\x13STATE_AGENT_STOPPED\x10\x05\"U\n" +
+	"\tDirection\x12\x19\n" +
+	"\x15DIRECTION_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12DIRECTION_OUTBOUND\x10\x01\x12\x15\n" +
+	"\x11DIRECTION_INBOUND\x10\x02\"\x83\x03\n" +
 	"\x06Health\x12,\n" +
 	"\x06probes\x18\x01 \x03(\v2\x14.ward.v1.ProbeStatusR\x06probes\x120\n" +
 	"\x05drops\x18\x02 \x03(\v2\x1a.ward.v1.Health.DropsEntryR\x05drops\x12\x1f\n" +
@@ -1671,8 +2141,8 @@ func file_ward_v1_event_proto_rawDescGZIP() []byte {
 	return file_ward_v1_event_proto_rawDescData
 }
 
-var file_ward_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_ward_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_ward_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_ward_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_ward_v1_event_proto_goTypes = []any{
 	(ContentSource)(0),            // 0: ward.v1.ContentSource
 	(DataClass)(0),                // 1: ward.v1.DataClass
@@ -1680,52 +2150,62 @@ var file_ward_v1_event_proto_goTypes = []any{
 	(Action)(0),                   // 3: ward.v1.Action
 	(ProcessEvent_Kind)(0),        // 4: ward.v1.ProcessEvent.Kind
 	(FileActivity_Kind)(0),        // 5: ward.v1.FileActivity.Kind
-	(*Event)(nil),                 // 6: ward.v1.Event
-	(*Host)(nil),                  // 7: ward.v1.Host
-	(*Process)(nil),               // 8: ward.v1.Process
-	(*ProcessEvent)(nil),          // 9: ward.v1.ProcessEvent
-	(*FileActivity)(nil),          // 10: ward.v1.FileActivity
-	(*Match)(nil),                 // 11: ward.v1.Match
-	(*FileTarget)(nil),            // 12: ward.v1.FileTarget
-	(*Decision)(nil),              // 13: ward.v1.Decision
-	(*Finding)(nil),               // 14: ward.v1.Finding
-	(*Health)(nil),                // 15: ward.v1.Health
-	(*ProbeStatus)(nil),           // 16: ward.v1.ProbeStatus
-	nil,                           // 17: ward.v1.Health.DropsEntry
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*PolicyStatus)(nil),          // 19: ward.v1.PolicyStatus
+	(NetworkFlow_State)(0),        // 6: ward.v1.NetworkFlow.State
+	(NetworkFlow_Direction)(0),    // 7: ward.v1.NetworkFlow.Direction
+	(*Event)(nil),                 // 8: ward.v1.Event
+	(*Host)(nil),                  // 9: ward.v1.Host
+	(*Process)(nil),               // 10: ward.v1.Process
+	(*ProcessEvent)(nil),          // 11: ward.v1.ProcessEvent
+	(*FileActivity)(nil),          // 12: ward.v1.FileActivity
+	(*Match)(nil),                 // 13: ward.v1.Match
+	(*FileTarget)(nil),            // 14: ward.v1.FileTarget
+	(*Decision)(nil),              // 15: ward.v1.Decision
+	(*Finding)(nil),               // 16: ward.v1.Finding
+	(*NetworkFlow)(nil),           // 17: ward.v1.NetworkFlow
+	(*Health)(nil),                // 18: ward.v1.Health
+	(*ProbeStatus)(nil),           // 19: ward.v1.ProbeStatus
+	nil,                           // 20: ward.v1.Health.DropsEntry
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*PolicyStatus)(nil),          // 22: ward.v1.PolicyStatus
 }
 var file_ward_v1_event_proto_depIdxs = []int32{
-	18, // 0: ward.v1.Event.time:type_name -> google.protobuf.Timestamp
-	7,  // 1: ward.v1.Event.host:type_name -> ward.v1.Host
-	9,  // 2: ward.v1.Event.process:type_name -> ward.v1.ProcessEvent
-	10, // 3: ward.v1.Event.file:type_name -> ward.v1.FileActivity
-	14, // 4: ward.v1.Event.finding:type_name -> ward.v1.Finding
-	15, // 5: ward.v1.Event.health:type_name -> ward.v1.Health
-	18, // 6: ward.v1.Process.start_time:type_name -> google.protobuf.Timestamp
-	4,  // 7: ward.v1.ProcessEvent.kind:type_name -> ward.v1.ProcessEvent.Kind
-	8,  // 8: ward.v1.ProcessEvent.process:type_name -> ward.v1.Process
-	5,  // 9: ward.v1.FileActivity.kind:type_name -> ward.v1.FileActivity.Kind
-	8,  // 10: ward.v1.FileActivity.process:type_name -> ward.v1.Process
-	0,  // 11: ward.v1.FileActivity.content_source:type_name -> ward.v1.ContentSource
-	1,  // 12: ward.v1.Match.data_class:type_name -> ward.v1.DataClass
-	0,  // 13: ward.v1.FileTarget.content_source:type_name -> ward.v1.ContentSource
-	3,  // 14: ward.v1.Decision.action:type_name -> ward.v1.Action
-	2,  // 15: ward.v1.Decision.severity:type_name -> ward.v1.Severity
-	3,  // 16: ward.v1.Decision.action_taken:type_name -> ward.v1.Action
-	1,  // 17: ward.v1.Finding.data_class:type_name -> ward.v1.DataClass
-	8,  // 18: ward.v1.Finding.process:type_name -> ward.v1.Process
-	12, // 19: ward.v1.Finding.file:type_name -> ward.v1.FileTarget
-	11, // 20: ward.v1.Finding.matches:type_name -> ward.v1.Match
-	13, // 21: ward.v1.Finding.decision:type_name -> ward.v1.Decision
-	16, // 22: ward.v1.Health.probes:type_name -> ward.v1.ProbeStatus
-	17, // 23: ward.v1.Health.drops:type_name -> ward.v1.Health.DropsEntry
-	19, // 24: ward.v1.Health.policy:type_name -> ward.v1.PolicyStatus
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	21, // 0: ward.v1.Event.time:type_name -> google.protobuf.Timestamp
+	9,  // 1: ward.v1.Event.host:type_name -> ward.v1.Host
+	11, // 2: ward.v1.Event.process:type_name -> ward.v1.ProcessEvent
+	12, // 3: ward.v1.Event.file:type_name -> ward.v1.FileActivity
+	16, // 4: ward.v1.Event.finding:type_name -> ward.v1.Finding
+	18, // 5: ward.v1.Event.health:type_name -> ward.v1.Health
+	17, // 6: ward.v1.Event.flow:type_name -> ward.v1.NetworkFlow
+	21, // 7: ward.v1.Process.start_time:type_name -> google.protobuf.Timestamp
+	4,  // 8: ward.v1.ProcessEvent.kind:type_name -> ward.v1.ProcessEvent.Kind
+	10, // 9: ward.v1.ProcessEvent.process:type_name -> ward.v1.Process
+	5,  // 10: ward.v1.FileActivity.kind:type_name -> ward.v1.FileActivity.Kind
+	10, // 11: ward.v1.FileActivity.process:type_name -> ward.v1.Process
+	0,  // 12: ward.v1.FileActivity.content_source:type_name -> ward.v1.ContentSource
+	1,  // 13: ward.v1.Match.data_class:type_name -> ward.v1.DataClass
+	0,  // 14: ward.v1.FileTarget.content_source:type_name -> ward.v1.ContentSource
+	3,  // 15: ward.v1.Decision.action:type_name -> ward.v1.Action
+	2,  // 16: ward.v1.Decision.severity:type_name -> ward.v1.Severity
+	3,  // 17: ward.v1.Decision.action_taken:type_name -> ward.v1.Action
+	1,  // 18: ward.v1.Finding.data_class:type_name -> ward.v1.DataClass
+	10, // 19: ward.v1.Finding.process:type_name -> ward.v1.Process
+	14, // 20: ward.v1.Finding.file:type_name -> ward.v1.FileTarget
+	13, // 21: ward.v1.Finding.matches:type_name -> ward.v1.Match
+	15, // 22: ward.v1.Finding.decision:type_name -> ward.v1.Decision
+	10, // 23: ward.v1.NetworkFlow.process:type_name -> ward.v1.Process
+	7,  // 24: ward.v1.NetworkFlow.direction:type_name -> ward.v1.NetworkFlow.Direction
+	21, // 25: ward.v1.NetworkFlow.start_time:type_name -> google.protobuf.Timestamp
+	21, // 26: ward.v1.NetworkFlow.end_time:type_name -> google.protobuf.Timestamp
+	6,  // 27: ward.v1.NetworkFlow.state:type_name -> ward.v1.NetworkFlow.State
+	3,  // 28: ward.v1.NetworkFlow.action:type_name -> ward.v1.Action
+	19, // 29: ward.v1.Health.probes:type_name -> ward.v1.ProbeStatus
+	20, // 30: ward.v1.Health.drops:type_name -> ward.v1.Health.DropsEntry
+	22, // 31: ward.v1.Health.policy:type_name -> ward.v1.PolicyStatus
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_ward_v1_event_proto_init() }
@@ -1739,6 +2219,7 @@ func file_ward_v1_event_proto_init() {
 		(*Event_File)(nil),
 		(*Event_Finding)(nil),
 		(*Event_Health)(nil),
+		(*Event_Flow)(nil),
 	}
 	file_ward_v1_event_proto_msgTypes[8].OneofWrappers = []any{
 		(*Finding_File)(nil),
@@ -1748,8 +2229,8 @@ func file_ward_v1_event_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ward_v1_event_proto_rawDesc), len(file_ward_v1_event_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   12,
+			NumEnums:      8,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -49,19 +49,25 @@ func (s Status) String() string {
 	return fmt.Sprintf("%s: NOT attached (%s): %v", s.Name, s.Hook, s.Err)
 }
 
-// Hook is one way of attaching a program. Kind is "tp_btf", "raw_tp" or
-// "tracepoint"; Group/Event name the tracepoint (Group is unused for
-// tp_btf/raw_tp).
+// Hook is one way of attaching a program. Kind is "tp_btf", "raw_tp",
+// "tracepoint" or "cgroup"; Group/Event name the tracepoint (Group is unused
+// for tp_btf/raw_tp). For "cgroup", Group is the cgroup v2 directory, Event
+// names the attach point for reporting (e.g. "connect4") and Attach is its
+// attach type.
 type Hook struct {
 	Kind    string
 	Program string
 	Group   string
 	Event   string
+	Attach  ebpf.AttachType
 }
 
 func (h Hook) String() string {
-	if h.Kind == "tracepoint" {
+	switch h.Kind {
+	case "tracepoint":
 		return fmt.Sprintf("tracepoint/%s/%s", h.Group, h.Event)
+	case "cgroup":
+		return fmt.Sprintf("cgroup/%s@%s", h.Event, h.Group)
 	}
 	return h.Kind + "/" + h.Event
 }
@@ -154,6 +160,8 @@ func (l *Loader) attachOne(h Hook) (link.Link, error) {
 		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: h.Event, Program: p})
 	case "tracepoint":
 		return link.Tracepoint(h.Group, h.Event, p, nil)
+	case "cgroup":
+		return link.AttachCgroup(link.CgroupOptions{Path: h.Group, Attach: h.Attach, Program: p})
 	default:
 		return nil, fmt.Errorf("unknown hook kind %q", h.Kind)
 	}
