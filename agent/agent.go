@@ -100,7 +100,16 @@ func Run(ctx context.Context, opts Options) error {
 			log.Error("closing spool", "err", err)
 		}
 	}()
-	eng, err := classifiers.Default(engine.Config{FingerprintKey: id.FingerprintKey()})
+	cc := cfg.Classifiers
+	copts, err := classifiers.FileOptions{
+		Definitions: cc.Definitions, Enable: cc.Enable, Disable: cc.Disable,
+		EDMIndex: cc.EDMIndex, EDMKeyFile: cc.EDMKeyFile,
+		FingerprintIndex: cc.FingerprintIndex, FingerprintKeyFile: cc.FingerprintKeyFile,
+	}.Load()
+	if err != nil {
+		return fmt.Errorf("classifiers: %w", err)
+	}
+	eng, err := classifiers.New(engine.Config{FingerprintKey: id.FingerprintKey()}, copts)
 	if err != nil {
 		return err
 	}

@@ -6,9 +6,12 @@ package classifiers
 
 import (
 	"bytes"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/ward-dlp/ward/classifiers/defs"
 	"github.com/ward-dlp/ward/classifiers/edm"
@@ -226,4 +229,59 @@ func LoadFingerprints(path string, key []byte) (*fingerprint.Index, error) {
 		return nil, fmt.Errorf("classifiers: fingerprint index %s: %w", path, err)
 	}
 	return x, nil
+}
+
+// ReadKeyFile reads an index key: hex text (what `wardctl edm keygen` and the fingerprint
+// tools write) or raw bytes.
+func ReadKeyFile(path string) ([]byte, error) {
+	if path == "" {
+		return nil, errors.New("classifiers: key file required")
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("classifiers: reading key: %w", err)
+	}
+	if k, err := hex.DecodeString(strings.TrimSpace(string(raw))); err == nil && len(k) > 0 {
+		return k, nil
+	}
+	return raw, nil
+}
+
+// FileOptions is where an agent's configuration names its classifier inputs.
+type FileOptions struct {
+	Definitions                          string
+	Enable, Disable                      []string
+	EDMIndex, EDMKeyFile                 string
+	FingerprintIndex, FingerprintKeyFile string
+}
+
+// Load reads the files FileOptions names into Options, so a daemon and a command-line tool
+// load them the same way.
+func (f FileOptions) Load() (Options, error) {
+	opts := Options{Enable: f.Enable, Disable: f.Disable}
+	var err error
+	if f.Definitions != "" {
+		if opts.Definitions, err = LoadDefinitions(f.Definitions); err != nil {
+			return opts, err
+		}
+	}
+	if f.EDMIndex != "" {
+		k, err := ReadKeyFile(f.EDMKeyFile)
+		if err != nil {
+			return opts, fmt.Errorf("edm key: %w", err)
+		}
+		if opts.EDMIndex, err = LoadEDM(f.EDMIndex, k); err != nil {
+			return opts, err
+		}
+	}
+	if f.FingerprintIndex != "" {
+		k, err := ReadKeyFile(f.FingerprintKeyFile)
+		if err != nil {
+			return opts, fmt.Errorf("fingerprint key: %w", err)
+		}
+		if opts.FingerprintIndex, err = LoadFingerprints(f.FingerprintIndex, k); err != nil {
+			return opts, err
+		}
+	}
+	return opts, nil
 }

@@ -40,6 +40,25 @@ type Config struct {
 	Policy Policy `yaml:"policy"`
 	// Network configures the network-flow sensor.
 	Network Network `yaml:"network"`
+	// Classifiers tunes detection: definition overrides and the organisation's indexes.
+	Classifiers Classifiers `yaml:"classifiers"`
+}
+
+// Classifiers points the agent at an organisation's detector definitions and indexes.
+// Each index is only usable with the key it was built with, so a path needs its key file.
+type Classifiers struct {
+	// Definitions is an override file for the built-in detector definitions.
+	Definitions string `yaml:"definitions"`
+	// Enable and Disable switch detectors on or off by id after the definitions apply.
+	Enable  []string `yaml:"enable"`
+	Disable []string `yaml:"disable"`
+	// EDMIndex is a Part 2 patient index from `wardctl edm build`, with its key file.
+	EDMIndex   string `yaml:"edm_index"`
+	EDMKeyFile string `yaml:"edm_key_file"`
+	// FingerprintIndex holds documents found labelled Part 2 at rest (`ward fingerprint
+	// add`), with its key file.
+	FingerprintIndex   string `yaml:"fingerprint_index"`
+	FingerprintKeyFile string `yaml:"fingerprint_key_file"`
 }
 
 // Network configures the network-flow sensor (connects, TCP lifecycle, UDP sends). It is
@@ -175,6 +194,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("capture.idle_flush must be positive")
 	case cp.RingBytes < 1<<16 || cp.RingBytes&(cp.RingBytes-1) != 0:
 		return fmt.Errorf("capture.ring_bytes must be a power of two of at least 65536, got %d", cp.RingBytes)
+	}
+	if (c.Classifiers.EDMIndex == "") != (c.Classifiers.EDMKeyFile == "") {
+		return errors.New("classifiers.edm_index and classifiers.edm_key_file go together")
+	}
+	if (c.Classifiers.FingerprintIndex == "") != (c.Classifiers.FingerprintKeyFile == "") {
+		return errors.New("classifiers.fingerprint_index and classifiers.fingerprint_key_file go together")
 	}
 	if c.Spool.MaxBytes < 1<<20 {
 		return fmt.Errorf("spool.max_bytes must be at least 1 MiB, got %d", c.Spool.MaxBytes)

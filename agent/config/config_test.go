@@ -45,16 +45,18 @@ func TestLoadEmptyFileIsDefaults(t *testing.T) {
 
 func TestLoadRejectsBrokenConfigsWithAPosition(t *testing.T) {
 	for name, c := range map[string]struct{ body, want string }{
-		"unknown key":     {"colector: x\n", "colector"},
-		"bad type":        {"capture:\n  max_file_bytes: lots\n", "line 2"},
-		"bad duration":    {"capture:\n  idle_flush: soon\n", "line 2"},
-		"capture too big": {"capture:\n  max_write_bytes: 1000000\n", "max_write_bytes"},
-		"ring not pow2":   {"capture:\n  ring_bytes: 100000\n", "ring_bytes"},
-		"tiny spool":      {"spool:\n  max_bytes: 10\n", "spool.max_bytes"},
-		"log level":       {"log_level: loud\n", "log_level"},
-		"flow idle":       {"network:\n  flow_idle_timeout: 1ms\n", "network.flow_idle_timeout"},
-		"max flows":       {"network:\n  max_flows: 1\n", "network.max_flows"},
-		"not yaml":        {"{{{{", "agent config"},
+		"unknown key":      {"colector: x\n", "colector"},
+		"bad type":         {"capture:\n  max_file_bytes: lots\n", "line 2"},
+		"bad duration":     {"capture:\n  idle_flush: soon\n", "line 2"},
+		"capture too big":  {"capture:\n  max_write_bytes: 1000000\n", "max_write_bytes"},
+		"ring not pow2":    {"capture:\n  ring_bytes: 100000\n", "ring_bytes"},
+		"tiny spool":       {"spool:\n  max_bytes: 10\n", "spool.max_bytes"},
+		"log level":        {"log_level: loud\n", "log_level"},
+		"edm without key":  {"classifiers:\n  edm_index: /etc/ward/p.edm\n", "edm_key_file"},
+		"fp without index": {"classifiers:\n  fingerprint_key_file: /k\n", "fingerprint_index"},
+		"flow idle":        {"network:\n  flow_idle_timeout: 1ms\n", "network.flow_idle_timeout"},
+		"max flows":        {"network:\n  max_flows: 1\n", "network.max_flows"},
+		"not yaml":         {"{{{{", "agent config"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Load(write(t, c.body))

@@ -409,19 +409,7 @@ func fingerprintKey(path string) ([]byte, error) {
 	return readHexKey(path)
 }
 
-func readHexKey(path string) ([]byte, error) {
-	if path == "" {
-		return nil, errors.New("key file required")
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading key: %w", err)
-	}
-	if k, err := hex.DecodeString(strings.TrimSpace(string(raw))); err == nil {
-		return k, nil
-	}
-	return raw, nil
-}
+func readHexKey(path string) ([]byte, error) { return classifiers.ReadKeyFile(path) }
 
 // progress prints a one-line counter on a terminal and nothing otherwise.
 type progress struct {
