@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ward-dlp/ward/collector/sinks"
 )
 
 // Config is the collector's configuration. Zero fields take the defaults of Defaults.
@@ -36,6 +39,11 @@ type Config struct {
 	MaxEventBytes   int `yaml:"max_event_bytes"`
 	// ShutdownTimeout is how long in-flight calls get to finish on shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Sinks are the SIEM destinations events are delivered to (docs/siem.md).
+	Sinks []sinks.Config `yaml:"sinks"`
+	// MetricsListen is a loopback host:port serving Prometheus metrics at /metrics; empty
+	// (the default) serves none.
+	MetricsListen string `yaml:"metrics_listen"`
 
 	// Version is the build version, reported by the health endpoint; not configurable.
 	Version string `yaml:"-"`
@@ -87,6 +95,27 @@ func (c Config) Validate() error {
 		return fmt.Errorf("cert_ttl: %s is too short for agents to renew in time (minimum 1h)", c.CertTTL)
 	case c.MaxBatchEvents < 0 || c.MaxMessageBytes < 0 || c.MaxEventBytes < 0:
 		return errors.New("limits must not be negative")
+	}
+	if c.MetricsListen != "" {
+		if err := checkLoopback(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics_listen: %w", err)
+		}
+	}
+	return sinks.ValidateAll(c.Sinks)
+}
+
+// checkLoopback requires addr to be host:port on a loopback address: metrics name sinks and
+// queue sizes, which are not for the network.
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want host:port: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q: must be a loopback address (127.0.0.1, ::1 or localhost)", addr)
 	}
 	return nil
 }

@@ -2,18 +2,24 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
 	"github.com/ward-dlp/ward/collector/api"
 	"github.com/ward-dlp/ward/collector/enroll"
 	"github.com/ward-dlp/ward/collector/ingest"
+	"github.com/ward-dlp/ward/collector/sinks"
 	"github.com/ward-dlp/ward/collector/store"
 )
 
@@ -56,6 +62,44 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 	}()
 	enr := enroll.NewEnroller(ca, st, cfg.TokenTTL, cfg.CertTTL, log)
+
+	// Sinks route before ingest serves, so every event stored from now on is queued for them.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	sinkMetrics, err := sinks.NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	sinkCtx, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSinks()
+	sinkMgr, err := sinks.Start(sinkCtx, st, cfg.Sinks, sinks.Options{
+		Version: cfg.Version, Metrics: sinkMetrics, Log: log.With("component", "sinks"),
+	})
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	defer func() {
+		stopSinks()
+		if err := sinkMgr.Wait(); err != nil {
+			log.Error("sinks", "err", err)
+		}
+	}()
+	if cfg.MetricsListen != "" {
+		mlis, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("collector: listen for metrics on %s: %w", cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := msrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", "err", err)
+			}
+		}()
+		defer msrv.Close()
+		log.Info("metrics", "listen", mlis.Addr().String())
+	}
 
 	svc := ingest.New(enr, st, ingest.Limits{
 		MaxBatchEvents:  cfg.MaxBatchEvents,

@@ -4,7 +4,8 @@
 #   scripts/deps.sh build     Go only (binaries use committed generated code)
 #   scripts/deps.sh generate  + clang, llvm-strip, libbpf headers, protoc
 #   scripts/deps.sh test      + what the tests need (generate's set,
-#                             debootstrap and rpm for the package tests)
+#                             debootstrap and rpm for the package tests, rsyslog for the
+#                             syslog sink test)
 #   scripts/deps.sh package   rpm, to inspect built packages (nfpm itself is a Go tool)
 set -euo pipefail
 want=${1:-build}
@@ -22,12 +23,13 @@ need_go() {
   fi
 }
 
-# pkg:probe pairs; probe is a command, or a file path for header-only packages.
+# pkg:probe pairs; probe is a command, a file path for header-only packages, or "dpkg" for
+# packages that ship neither (plugins), asked of dpkg itself.
 pkgs=()
 case "$want" in
   build) ;;
   generate) pkgs=(clang:clang llvm:llvm-strip libbpf-dev:/usr/include/bpf/bpf_helpers.h protobuf-compiler:protoc) ;;
-  test) pkgs=(clang:clang llvm:llvm-strip libbpf-dev:/usr/include/bpf/bpf_helpers.h protobuf-compiler:protoc git:git debootstrap:debootstrap rpm:rpm) ;;
+  test) pkgs=(clang:clang llvm:llvm-strip libbpf-dev:/usr/include/bpf/bpf_helpers.h protobuf-compiler:protoc git:git debootstrap:debootstrap rpm:rpm rsyslog:rsyslogd rsyslog-gnutls:dpkg) ;;
   package) pkgs=(rpm:rpm) ;;
   *) echo "deps: unknown set $want" >&2; exit 2 ;;
 esac
@@ -36,7 +38,9 @@ need_go
 missing=()
 for p in "${pkgs[@]}"; do
   name=${p%%:*} probe=${p#*:}
-  if [[ $probe == /* ]]; then [ -e "$probe" ] || missing+=("$name")
+  if [[ $probe == dpkg ]]; then
+    dpkg-query -W -f='${Status}' "$name" 2>/dev/null | grep -q 'install ok installed' || missing+=("$name")
+  elif [[ $probe == /* ]]; then [ -e "$probe" ] || missing+=("$name")
   else command -v "$probe" >/dev/null 2>&1 || missing+=("$name"); fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

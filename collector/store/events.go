@@ -161,6 +161,14 @@ func (s *Store) InsertEvents(ctx context.Context, agentID string, recs []Record,
 			}
 			if n, _ := out.RowsAffected(); n == 1 {
 				res.Inserted++
+				// Enqueue for the SIEM sinks in this same transaction (outbox.go).
+				rowid, err := out.LastInsertId()
+				if err != nil {
+					return fmt.Errorf("event seq %d rowid: %w", r.Seq, err)
+				}
+				if err := s.enqueueOutbox(ctx, tx, rowid, r, now); err != nil {
+					return fmt.Errorf("enqueue event seq %d: %w", r.Seq, err)
+				}
 			} else {
 				res.Duplicates++
 			}

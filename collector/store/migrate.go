@@ -82,6 +82,40 @@ CREATE TABLE agent_policy (
 	reported_at      INTEGER NOT NULL
 );
 `,
+	// 4: the SIEM outbox. One row per (sink, event) still to deliver, written in the same
+	// transaction as the event, and a dead-letter table for permanent refusals.
+	`
+CREATE TABLE outbox (
+	sink            TEXT NOT NULL,
+	event_rowid     INTEGER NOT NULL REFERENCES events(rowid) ON DELETE CASCADE,
+	enqueued_at     INTEGER NOT NULL,            -- unix nanoseconds
+	attempts        INTEGER NOT NULL DEFAULT 0,
+	next_attempt_at INTEGER NOT NULL DEFAULT 0,  -- unix nanoseconds; backoff
+	lease_until     INTEGER NOT NULL DEFAULT 0,  -- unix nanoseconds; a claimed batch in flight
+	last_error      TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (sink, event_rowid)
+) WITHOUT ROWID;
+
+CREATE TABLE outbox_dead (
+	sink        TEXT NOT NULL,
+	event_rowid INTEGER NOT NULL REFERENCES events(rowid) ON DELETE CASCADE,
+	enqueued_at INTEGER NOT NULL,
+	failed_at   INTEGER NOT NULL,
+	attempts    INTEGER NOT NULL,
+	reason      TEXT NOT NULL,
+	PRIMARY KEY (sink, event_rowid)
+) WITHOUT ROWID;
+CREATE INDEX outbox_dead_failed ON outbox_dead(sink, failed_at);
+
+-- Which sinks want which events, rewritten from the configuration at start. A row per
+-- (sink, kind); findings also need severity >= min_severity.
+CREATE TABLE outbox_routes (
+	sink         TEXT NOT NULL,
+	kind         TEXT NOT NULL,
+	min_severity INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (sink, kind)
+) WITHOUT ROWID;
+`,
 }
 
 // migrate applies the migrations above the database's version, up to target, each in its own

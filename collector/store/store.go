@@ -32,6 +32,10 @@ type Store struct {
 	// notifyMu guards changed, a channel closed (and replaced) whenever events commit.
 	notifyMu sync.Mutex
 	changed  chan struct{}
+
+	// outbox is true when the schema has the SIEM outbox (always, except for the old
+	// schemas tests build with openAt).
+	outbox bool
 }
 
 // Open opens (creating if needed) the database at path and brings its schema up to date.
@@ -72,7 +76,7 @@ func openAt(ctx context.Context, path string, version int) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(8)
-	s := &Store{db: db, changed: make(chan struct{})}
+	s := &Store{db: db, changed: make(chan struct{}), outbox: version >= outboxSchema}
 	if err := s.migrate(ctx, version); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: migrate %s: %w", path, err)
