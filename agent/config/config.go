@@ -61,8 +61,7 @@ type Classifiers struct {
 	FingerprintKeyFile string `yaml:"fingerprint_key_file"`
 }
 
-// Network configures the network-flow sensor (connects, TCP lifecycle, UDP sends). It is
-// off by default until the collector stores flow events.
+// Network configures the network-flow sensor (connects, TCP lifecycle, UDP sends).
 type Network struct {
 	// Enabled loads the flow probes and ships one NetworkFlow event per connection.
 	Enabled bool `yaml:"enabled"`
@@ -134,7 +133,7 @@ func Default() Config {
 		HealthInterval: time.Minute,
 		LogLevel:       "info",
 		Policy:         Policy{Group: "default", PollInterval: time.Minute},
-		Network:        Network{Enabled: false, FlowIdleTimeout: 2 * time.Minute, MaxFlows: 65536},
+		Network:        Network{Enabled: true, FlowIdleTimeout: 2 * time.Minute, MaxFlows: 65536},
 	}
 }
 

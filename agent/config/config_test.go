@@ -68,15 +68,15 @@ func TestLoadRejectsBrokenConfigsWithAPosition(t *testing.T) {
 }
 
 func TestNetworkSection(t *testing.T) {
-	cfg, err := Load(write(t, "network:\n  enabled: true\n  flow_idle_timeout: 30s\n"))
+	cfg, err := Load(write(t, "network:\n  enabled: false\n  flow_idle_timeout: 30s\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cfg.Network.Enabled || cfg.Network.FlowIdleTimeout != 30*time.Second || cfg.Network.MaxFlows != Default().Network.MaxFlows {
+	if cfg.Network.Enabled || cfg.Network.FlowIdleTimeout != 30*time.Second || cfg.Network.MaxFlows != Default().Network.MaxFlows {
 		t.Fatalf("network = %+v", cfg.Network)
 	}
-	if Default().Network.Enabled {
-		t.Error("the network sensor must be off by default until the collector stores flows")
+	if !Default().Network.Enabled {
+		t.Error("the network sensor is on by default: the collector stores flow events")
 	}
 }
 

@@ -39,6 +39,10 @@ type Config struct {
 	// kernel delivers exec/exit and file records through different ring buffers, so an exit
 	// can be read before the writes that preceded it.
 	ExitGrace time.Duration
+	// ExecWait is how long Lookup waits for an exec record still in flight when the process
+	// is neither in the table nor in /proc any more: a short-lived process (cp) can finish
+	// before its exec record is read, since that travels in another ring buffer.
+	ExecWait time.Duration
 }
 
 // Table is the process table. It is safe for concurrent use.
@@ -49,6 +53,8 @@ type Table struct {
 
 	mu    sync.Mutex
 	procs map[uint32]*Info
+	// execd is closed and replaced on every Exec, waking lookups that wait for one.
+	execd chan struct{}
 	// misses counts lookups that neither the table nor /proc could answer.
 	misses uint64
 	// evicted counts entries dropped to stay within MaxEntries.
@@ -63,7 +69,10 @@ func New(cfg Config, users *Users, log *slog.Logger) *Table {
 	if cfg.ExitGrace <= 0 {
 		cfg.ExitGrace = 30 * time.Second
 	}
-	return &Table{cfg: cfg, log: log, users: users, procs: make(map[uint32]*Info)}
+	if cfg.ExecWait <= 0 {
+		cfg.ExecWait = 250 * time.Millisecond
+	}
+	return &Table{cfg: cfg, log: log, users: users, procs: make(map[uint32]*Info), execd: make(chan struct{})}
 }
 
 // Seed fills the table from /proc so processes that started before the agent are known.
@@ -134,6 +143,31 @@ func (t *Table) Exec(info Info) {
 	if len(t.procs) > t.cfg.MaxEntries {
 		t.evictLocked(time.Now())
 	}
+	close(t.execd)
+	t.execd = make(chan struct{})
+}
+
+// waitExec waits up to ExecWait for an exec record of pid to arrive.
+func (t *Table) waitExec(ctx context.Context, pid uint32) (Info, bool) {
+	deadline := time.NewTimer(t.cfg.ExecWait)
+	defer deadline.Stop()
+	for {
+		t.mu.Lock()
+		if p, ok := t.procs[pid]; ok {
+			c := *p
+			t.mu.Unlock()
+			return c, true
+		}
+		ch := t.execd
+		t.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return Info{}, false
+		case <-ctx.Done():
+			return Info{}, false
+		}
+	}
 }
 
 // Exit marks a process gone; its entry stays for ExitGrace.
@@ -157,14 +191,15 @@ func (t *Table) Lookup(ctx context.Context, pid uint32) (Info, bool) {
 	t.mu.Unlock()
 
 	p, err := process.NewProcessWithContext(ctx, int32(pid))
-	if err != nil {
-		t.mu.Lock()
-		t.misses++
-		t.mu.Unlock()
-		return Info{PID: pid}, false
+	var info *Info
+	if err == nil {
+		info, err = fromProc(ctx, p)
 	}
-	info, err := fromProc(ctx, p)
 	if err != nil {
+		// Gone from /proc: its exec record may still be on its way.
+		if c, ok := t.waitExec(ctx, pid); ok {
+			return c, true
+		}
 		t.mu.Lock()
 		t.misses++
 		t.mu.Unlock()

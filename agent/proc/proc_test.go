@@ -89,3 +89,25 @@ func TestUsersUnknownUID(t *testing.T) {
 		t.Fatalf("unknown uid named %q", name)
 	}
 }
+
+// TestLookupWaitsForAnExecInFlight: a process that already exited is gone from /proc, but
+// its exec record, read from another ring buffer, arrives a moment later; the lookup waits
+// for it rather than attributing the write to nobody.
+func TestLookupWaitsForAnExecInFlight(t *testing.T) {
+	tb := newTable(0)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		tb.Exec(Info{PID: 4000123, Exe: "/usr/bin/cp", Args: []string{"cp", "a", "b"}})
+	}()
+	info, ok := tb.Lookup(context.Background(), 4000123)
+	if !ok || info.Exe != "/usr/bin/cp" {
+		t.Fatalf("got %+v ok=%v", info, ok)
+	}
+	start := time.Now()
+	if _, ok := tb.Lookup(context.Background(), 4000999); ok {
+		t.Fatal("a pid that never existed was found")
+	}
+	if waited := time.Since(start); waited < 200*time.Millisecond || waited > 2*time.Second {
+		t.Fatalf("waited %s for an exec that never came, want about the ExecWait bound", waited)
+	}
+}

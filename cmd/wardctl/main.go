@@ -204,7 +204,7 @@ func cmdEvents(ctx context.Context, c *client, args []string, stdout, stderr io.
 	fs.SetOutput(stderr)
 	output := fs.String("o", "table", "output: table or json (one object per line)")
 	follow := fs.Bool("f", false, "keep following new events")
-	kind := fs.String("kind", "", "only this kind: process, file, finding or health")
+	kind := fs.String("kind", "", "only this kind: process, file, finding, flow or health")
 	agent := fs.String("agent", "", "only this agent id")
 	since := fs.String("since", "", "only events at or after this time (RFC 3339) or this long ago (e.g. 24h)")
 	limit := fs.Int("limit", 50, "how many of the newest events to list first")
@@ -386,6 +386,14 @@ func (p *eventPrinter) row(line eventLine) error {
 			if s := ms[0].GetMaskedSamples(); len(s) > 0 {
 				sample = s[0]
 			}
+		}
+	case *wardv1.Event_Flow:
+		f := pl.Flow
+		kind = "flow"
+		path = fmt.Sprintf("%s %s:%d ↑%d ↓%d", f.GetTransport(), f.GetRemoteAddress(), f.GetRemotePort(), f.GetBytesSent(), f.GetBytesReceived())
+		proc = f.GetProcess()
+		if f.GetDenied() {
+			sev = "denied"
 		}
 	case *wardv1.Event_Health:
 		kind = "health"

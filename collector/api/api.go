@@ -223,9 +223,9 @@ func parseFilter(r *http.Request) (store.Filter, error) {
 	}
 	f.Kind = q.Get("kind")
 	switch f.Kind {
-	case "", store.KindProcess, store.KindFile, store.KindFinding, store.KindHealth:
+	case "", store.KindProcess, store.KindFile, store.KindFinding, store.KindHealth, store.KindFlow:
 	default:
-		return f, fmt.Errorf("kind: want process, file, finding or health, got %q", f.Kind)
+		return f, fmt.Errorf("kind: want process, file, finding, flow or health, got %q", f.Kind)
 	}
 	f.AgentID = q.Get("agent")
 	if v := q.Get("limit"); v != "" {

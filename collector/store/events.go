@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +22,8 @@ const (
 	KindFile    = "file"
 	KindFinding = "finding"
 	KindHealth  = "health"
+	// KindFlow is a network connection summary from the agent's flow sensor.
+	KindFlow = "flow"
 )
 
 // Record is one event ready to store: the proto bytes plus the columns the admin API filters
@@ -89,6 +93,10 @@ func RecordFromEvent(ev *wardv1.Event) (Record, error) {
 		proc = p.Finding.GetProcess()
 	case *wardv1.Event_Health:
 		r.Kind = KindHealth
+	case *wardv1.Event_Flow:
+		r.Kind = KindFlow
+		r.Path = net.JoinHostPort(p.Flow.GetRemoteAddress(), strconv.FormatUint(uint64(p.Flow.GetRemotePort()), 10))
+		proc = p.Flow.GetProcess()
 	default:
 		return Record{}, errors.New("store: event has no payload")
 	}
