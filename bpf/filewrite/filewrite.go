@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
@@ -160,20 +159,17 @@ func (Close) isRecord() {}
 // Probe is a loaded and attached file-write probe.
 type Probe struct {
 	log    *slog.Logger
-	loader *kernel.Loader
-	rd     *ringbuf.Reader
+	ring   *kernel.Ring
 	clock  kernel.Clock
 	status []Status
 
-	mu      sync.Mutex // guards the fields below and the loader's maps
-	closed  bool
+	// mu guards the watch tables below. Watch and Unwatch take it inside ring.Maps (never
+	// the other way round); decoding takes it alone to name paths.
+	mu      sync.Mutex
 	nextID  uint32
 	byKey   map[filewriteWatchKey]uint32
 	byPath  map[string]filewriteWatchKey
 	idPaths map[uint32]string // kept after Unwatch for in-flight records
-
-	closeOnce sync.Once
-	closeErr  error
 }
 
 type hookDef struct {
@@ -249,7 +245,6 @@ func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 	}
 	p := &Probe{
 		log:     log,
-		loader:  loader,
 		nextID:  1,
 		byKey:   make(map[filewriteWatchKey]uint32),
 		byPath:  make(map[string]filewriteWatchKey),
@@ -269,10 +264,9 @@ func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 			return nil, fmt.Errorf("filewrite: required hook %s: %w", h.name, st.Err)
 		}
 	}
-	p.rd, err = ringbuf.NewReader(loader.Map("events"))
-	if err != nil {
+	if p.ring, err = kernel.OpenRing(loader); err != nil {
 		loader.Close()
-		return nil, fmt.Errorf("filewrite: open ring buffer: %w", err)
+		return nil, fmt.Errorf("filewrite: %w", err)
 	}
 	return p, nil
 }
@@ -305,25 +299,30 @@ func (p *Probe) Watch(dir string) (uint32, error) {
 	}
 	key := filewriteWatchKey{Dev: KernelDev(st.Dev), Ino: st.Ino}
 
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
+	var id uint32
+	err = p.ring.Maps(func(l *kernel.Loader) error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if known, ok := p.byKey[key]; ok {
+			p.byPath[abs] = key
+			id = known
+			return nil
+		}
+		id = p.nextID
+		if err := l.Map("watched").Update(&key, &id, ebpf.UpdateNoExist); err != nil {
+			return fmt.Errorf("watch %q: add to kernel map: %w", abs, err)
+		}
+		p.nextID++
+		p.byKey[key] = id
+		p.byPath[abs] = key
+		p.idPaths[id] = abs
+		p.log.Debug("watching", "dir", abs, "id", id, "dev", key.Dev, "ino", key.Ino)
+		return nil
+	})
+	if errors.Is(err, os.ErrClosed) {
 		return 0, ErrClosed
 	}
-	if id, ok := p.byKey[key]; ok {
-		p.byPath[abs] = key
-		return id, nil
-	}
-	id := p.nextID
-	if err := p.loader.Map("watched").Update(&key, &id, ebpf.UpdateNoExist); err != nil {
-		return 0, fmt.Errorf("watch %q: add to kernel map: %w", abs, err)
-	}
-	p.nextID++
-	p.byKey[key] = id
-	p.byPath[abs] = key
-	p.idPaths[id] = abs
-	p.log.Debug("watching", "dir", abs, "id", id, "dev", key.Dev, "ino", key.Ino)
-	return id, nil
+	return id, err
 }
 
 // Unwatch stops reporting for dir, including writes through descriptors
@@ -333,31 +332,34 @@ func (p *Probe) Unwatch(dir string) error {
 	if err != nil {
 		return fmt.Errorf("unwatch %q: %w", dir, err)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
+	err = p.ring.Maps(func(l *kernel.Loader) error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		key, ok := p.byPath[abs]
+		if !ok {
+			return fmt.Errorf("unwatch %q: not watched", abs)
+		}
+		id := p.byKey[key]
+		for path, k := range p.byPath {
+			if k == key {
+				delete(p.byPath, path)
+			}
+		}
+		delete(p.byKey, key)
+		if err := l.Map("watched").Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("unwatch %q: remove from kernel map: %w", abs, err)
+		}
+		return untrack(l, id)
+	})
+	if errors.Is(err, os.ErrClosed) {
 		return ErrClosed
 	}
-	key, ok := p.byPath[abs]
-	if !ok {
-		return fmt.Errorf("unwatch %q: not watched", abs)
-	}
-	id := p.byKey[key]
-	for path, k := range p.byPath {
-		if k == key {
-			delete(p.byPath, path)
-		}
-	}
-	delete(p.byKey, key)
-	if err := p.loader.Map("watched").Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("unwatch %q: remove from kernel map: %w", abs, err)
-	}
-	return p.untrack(id)
+	return err
 }
 
 // untrack drops tracked descriptors of one watch id from the kernel map.
-func (p *Probe) untrack(id uint32) error {
-	m := p.loader.Map("tracked")
+func untrack(l *kernel.Loader, id uint32) error {
+	m := l.Map("tracked")
 	var (
 		key   uint64
 		val   filewriteTrackedFd
@@ -387,14 +389,14 @@ func (p *Probe) Status() []Status { return slices.Clone(p.status) }
 // malformed record yields an error wrapping ErrMalformed; the caller may
 // keep reading.
 func (p *Probe) Next() (Record, error) {
-	rec, err := p.rd.Read()
+	b, err := p.ring.Read()
 	if err != nil {
 		if errors.Is(err, os.ErrClosed) {
 			return nil, ErrClosed
 		}
 		return nil, fmt.Errorf("read filewrite ring buffer: %w", err)
 	}
-	return decode(rec.RawSample, p.watchPath, &p.clock)
+	return decode(b, p.watchPath, &p.clock)
 }
 
 func (p *Probe) watchPath(id uint32) (string, bool) {
@@ -406,29 +408,15 @@ func (p *Probe) watchPath(id uint32) (string, bool) {
 
 // Drops returns the in-kernel drop counters summed over CPUs.
 func (p *Probe) Drops() (map[string]uint64, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
+	d, err := p.ring.Drops()
+	if errors.Is(err, os.ErrClosed) {
 		return nil, ErrClosed
 	}
-	return kernel.Drops(p.loader.Map("ward_drops"))
+	return d, err
 }
 
 // Close detaches all hooks and unblocks Next.
-func (p *Probe) Close() error {
-	p.closeOnce.Do(func() {
-		var errs []error
-		if p.rd != nil {
-			errs = append(errs, p.rd.Close())
-		}
-		p.mu.Lock()
-		p.closed = true
-		errs = append(errs, p.loader.Close())
-		p.mu.Unlock()
-		p.closeErr = errors.Join(errs...)
-	})
-	return p.closeErr
-}
+func (p *Probe) Close() error { return p.ring.Close() }
 
 // Record layouts, mirrored from filewrite.bpf.c and checked against the
 // bpf2go types in filewrite_test.go.

@@ -20,11 +20,9 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/ward-dlp/ward/bpf/internal/kernel"
@@ -184,16 +182,9 @@ func (Deny) isRecord()    {}
 // Probe is a loaded and attached network-flow probe.
 type Probe struct {
 	log    *slog.Logger
-	loader *kernel.Loader
-	rd     *ringbuf.Reader
+	ring   *kernel.Ring
 	clock  kernel.Clock
 	status []Status
-
-	mu     sync.Mutex // guards closed and the loader's maps
-	closed bool
-
-	closeOnce sync.Once
-	closeErr  error
 }
 
 type hookDef struct {
@@ -248,7 +239,7 @@ func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netflow: %w", err)
 	}
-	p := &Probe{log: log, loader: loader}
+	p := &Probe{log: log}
 	attached := map[string]bool{}
 	for _, h := range hooks(cfg.Cgroup) {
 		var st Status
@@ -265,10 +256,9 @@ func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 		loader.Close()
 		return nil, errors.New("netflow: neither connect/connect4 nor tcp/state attached (see the warnings above)")
 	}
-	p.rd, err = ringbuf.NewReader(loader.Map("events"))
-	if err != nil {
+	if p.ring, err = kernel.OpenRing(loader); err != nil {
 		loader.Close()
-		return nil, fmt.Errorf("netflow: open ring buffer: %w", err)
+		return nil, fmt.Errorf("netflow: %w", err)
 	}
 	return p, nil
 }
@@ -325,15 +315,16 @@ func (p *Probe) Deny(dst netip.AddrPort, ruleID uint32) error {
 	if err != nil {
 		return err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
+	err = p.ring.Maps(func(l *kernel.Loader) error {
+		if err := l.Map("denied").Update(&k, &ruleID, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("deny %s: update kernel map: %w", dst, err)
+		}
+		return nil
+	})
+	if errors.Is(err, os.ErrClosed) {
 		return ErrClosed
 	}
-	if err := p.loader.Map("denied").Update(&k, &ruleID, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("deny %s: update kernel map: %w", dst, err)
-	}
-	return nil
+	return err
 }
 
 // Allow removes a destination added with Deny.
@@ -342,15 +333,16 @@ func (p *Probe) Allow(dst netip.AddrPort) error {
 	if err != nil {
 		return err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
+	err = p.ring.Maps(func(l *kernel.Loader) error {
+		if err := l.Map("denied").Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("allow %s: delete from kernel map: %w", dst, err)
+		}
+		return nil
+	})
+	if errors.Is(err, os.ErrClosed) {
 		return ErrClosed
 	}
-	if err := p.loader.Map("denied").Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("allow %s: delete from kernel map: %w", dst, err)
-	}
-	return nil
+	return err
 }
 
 func denyKey(dst netip.AddrPort) (netflowDenyKey, error) {
@@ -377,41 +369,27 @@ func (p *Probe) Status() []Status { return slices.Clone(p.status) }
 // malformed record yields an error wrapping ErrMalformed; the caller may
 // keep reading.
 func (p *Probe) Next() (Record, error) {
-	rec, err := p.rd.Read()
+	b, err := p.ring.Read()
 	if err != nil {
 		if errors.Is(err, os.ErrClosed) {
 			return nil, ErrClosed
 		}
 		return nil, fmt.Errorf("read netflow ring buffer: %w", err)
 	}
-	return decode(rec.RawSample, &p.clock)
+	return decode(b, &p.clock)
 }
 
 // Drops returns the in-kernel drop counters summed over CPUs.
 func (p *Probe) Drops() (map[string]uint64, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
+	d, err := p.ring.Drops()
+	if errors.Is(err, os.ErrClosed) {
 		return nil, ErrClosed
 	}
-	return kernel.Drops(p.loader.Map("ward_drops"))
+	return d, err
 }
 
 // Close detaches all hooks (lifting every denial) and unblocks Next.
-func (p *Probe) Close() error {
-	p.closeOnce.Do(func() {
-		var errs []error
-		if p.rd != nil {
-			errs = append(errs, p.rd.Close())
-		}
-		p.mu.Lock()
-		p.closed = true
-		errs = append(errs, p.loader.Close())
-		p.mu.Unlock()
-		p.closeErr = errors.Join(errs...)
-	})
-	return p.closeErr
-}
+func (p *Probe) Close() error { return p.ring.Close() }
 
 // Record layout, mirrored from netflow.bpf.c and checked against the bpf2go
 // type in netflow_test.go.

@@ -12,10 +12,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/ward-dlp/ward/bpf/internal/kernel"
@@ -84,16 +82,9 @@ func (Exit) isRecord() {}
 // Probe is a loaded and attached process probe.
 type Probe struct {
 	log    *slog.Logger
-	loader *kernel.Loader
-	rd     *ringbuf.Reader
+	ring   *kernel.Ring
 	clock  kernel.Clock
 	status []Status
-
-	mu     sync.Mutex // guards closed and the loader's maps
-	closed bool
-
-	closeOnce sync.Once
-	closeErr  error
 }
 
 // Load loads the BPF objects and attaches exec and exit, each through the
@@ -124,7 +115,7 @@ func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 	if err != nil {
 		return nil, fmt.Errorf("process probe: %w", err)
 	}
-	p := &Probe{log: log, loader: loader}
+	p := &Probe{log: log}
 
 	if err := kernel.EnsureTracefs(log); err != nil {
 		// Only the last-resort tracepoint hooks need it.
@@ -149,10 +140,9 @@ func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 		return nil, fmt.Errorf("process probe: no capability attached: %w", errors.Join(p.status[0].Err, p.status[1].Err))
 	}
 
-	p.rd, err = ringbuf.NewReader(loader.Map("events"))
-	if err != nil {
+	if p.ring, err = kernel.OpenRing(loader); err != nil {
 		loader.Close()
-		return nil, fmt.Errorf("process probe: open ring buffer: %w", err)
+		return nil, fmt.Errorf("process probe: %w", err)
 	}
 	return p, nil
 }
@@ -165,37 +155,27 @@ func (p *Probe) Status() []Status {
 // Next blocks until the next record. It returns ErrClosed after Close. A
 // malformed record yields a decode error; the caller may keep reading.
 func (p *Probe) Next() (Record, error) {
-	rec, err := p.rd.Read()
+	b, err := p.ring.Read()
 	if err != nil {
 		if errors.Is(err, os.ErrClosed) {
 			return nil, ErrClosed
 		}
 		return nil, fmt.Errorf("read process ring buffer: %w", err)
 	}
-	return decode(rec.RawSample, &p.clock)
+	return decode(b, &p.clock)
 }
 
 // Drops returns the in-kernel drop counters summed over CPUs.
 func (p *Probe) Drops() (map[string]uint64, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
+	d, err := p.ring.Drops()
+	if errors.Is(err, os.ErrClosed) {
 		return nil, ErrClosed
 	}
-	return kernel.Drops(p.loader.Map("ward_drops"))
+	return d, err
 }
 
 // Close detaches the probes and unblocks Next.
-func (p *Probe) Close() error {
-	p.closeOnce.Do(func() {
-		rdErr := p.rd.Close()
-		p.mu.Lock()
-		p.closed = true
-		p.closeErr = errors.Join(rdErr, p.loader.Close())
-		p.mu.Unlock()
-	})
-	return p.closeErr
-}
+func (p *Probe) Close() error { return p.ring.Close() }
 
 // Record layout, mirrored from process.bpf.c (checked in process_test.go
 // against the bpf2go-generated types).
