@@ -247,8 +247,9 @@ func (w *ward) token() string {
 
 // stored is one line of `wardctl events -o json`.
 type stored struct {
-	RowID int64
-	Event *wardv1.Event
+	RowID      int64
+	ReceivedAt time.Time
+	Event      *wardv1.Event
 }
 
 // events lists stored events through wardctl, as an operator would.
@@ -263,8 +264,9 @@ func (w *ward) events(args ...string) []stored {
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
 		var line struct {
-			RowID int64           `json:"rowid"`
-			Event json.RawMessage `json:"event"`
+			RowID      int64           `json:"rowid"`
+			ReceivedAt time.Time       `json:"received_at"`
+			Event      json.RawMessage `json:"event"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 			w.t.Fatalf("wardctl events -o json line %q: %v", sc.Text(), err)
@@ -273,7 +275,7 @@ func (w *ward) events(args ...string) []stored {
 		if err := protojson.Unmarshal(line.Event, ev); err != nil {
 			w.t.Fatalf("event JSON %s: %v", line.Event, err)
 		}
-		res = append(res, stored{RowID: line.RowID, Event: ev})
+		res = append(res, stored{RowID: line.RowID, ReceivedAt: line.ReceivedAt, Event: ev})
 	}
 	return res
 }
