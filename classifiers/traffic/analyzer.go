@@ -10,7 +10,6 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/ward-dlp/ward/classifiers/catalog"
@@ -32,6 +31,11 @@ type Config struct {
 	TCPClosedIdle time.Duration // after FIN/RST (default 10s)
 	UDPIdle       time.Duration // default 2m
 	MaxDNSCache   int           // IP→name entries (default 131072)
+
+	// IP fragment reassembly bounds (see frag.go for the overlap policy).
+	MaxFragDatagrams int           // datagrams pending reassembly (default 1024)
+	MaxFragBytes     int           // bytes buffered across them (default 8 MiB)
+	FragTimeout      time.Duration // since a datagram's first fragment (default 30s, as Linux)
 
 	// Detection thresholds.
 	UploadBytes     uint64        // bytes up to one unsanctioned storage/AI app per client and window (default 10 MiB)
@@ -59,6 +63,13 @@ func (c *Config) defaults() {
 	if c.MaxDNSCache <= 0 {
 		c.MaxDNSCache = 1 << 17
 	}
+	if c.MaxFragDatagrams <= 0 {
+		c.MaxFragDatagrams = 1024
+	}
+	if c.MaxFragBytes <= 0 {
+		c.MaxFragBytes = 8 << 20
+	}
+	setDur(&c.FragTimeout, 30*time.Second)
 	setDur(&c.TCPIdle, 5*time.Minute)
 	setDur(&c.TCPClosedIdle, 10*time.Second)
 	setDur(&c.UDPIdle, 2*time.Minute)
@@ -93,47 +104,53 @@ const (
 )
 
 type flow struct {
-	// Fields touched on every packet come first so they share cache lines.
-	last        int64
-	pkts, bytes [2]uint64
-	insp        *inspect
-	host        *hostApp // set when the app is known
-	moved       int64    // packet time of the last move to its list's tail
-	prev, next  *flow
-	hnext       *flow
-	hash        uint64
-	list        int
-	clientIsLo  bool
-	closed      bool
-	proto       uint8
+	// The first two cache lines hold everything a packet of an already-classified flow
+	// touches (the index compares key; counters, activity and the inspection/volume
+	// checks follow). flowPad keeps the struct a multiple of 64 bytes so the allocator's
+	// size class keeps every flow line-aligned.
+	key        flowKey
+	clientIsLo bool
+	closed     bool
+	proto      uint8
+	list       uint8
+	volume     bool // an app whose byte counts can raise a detection (see decide)
+	media      bool // RTP/RTCP/TURN/DTLS/STUN or UDP to a calling app
+	fired      uint8
+	last       int64
+	moved      int64 // packet time of the last move to its list's tail
+	pkts       [2]uint64
+	bytes      [2]uint64
+	insp       *inspect
+	host       *hostApp // set when the app is known
+	app        *catalog.App
+	prev, next *flow
 
-	key          flowKey
-	client       netip.AddrPort
-	server       netip.AddrPort
-	start        int64
-	proc         *Process
-	name         string
-	nameSrc      NameSource
-	app          *catalog.App
-	status       catalog.Status
-	tenant       string
-	protocol     string
-	sni          string
-	alpn         []string
-	ja4          string
-	tlsVersion   uint16
-	clientMax    uint16
-	cipher       uint16
-	ech          bool
-	quicVersion  uint32
-	dnsQuery     string
-	realm        string
-	flags        []string
-	media        bool // RTP/RTCP/TURN/DTLS/STUN or UDP to a calling app
-	fired        uint8
-	mediaPackets uint64
-	mediaBytes   uint64
+	hash        uint64
+	client      netip.AddrPort
+	server      netip.AddrPort
+	start       int64
+	proc        *Process
+	name        string
+	nameSrc     NameSource
+	status      catalog.Status
+	tenant      string
+	protocol    string
+	sni         string
+	alpn        []string
+	ja4         string
+	tlsVersion  uint16
+	clientMax   uint16
+	cipher      uint16
+	ech         bool
+	quicVersion uint32
+	dnsQuery    string
+	realm       string
+	flags       []string
+	_           [flowPad]byte
 }
+
+// flowPad rounds flow up to a multiple of 64 bytes (checked by TestFlowLayout).
+const flowPad = 16
 
 // per-flow detection bits
 const (
@@ -192,8 +209,7 @@ type Analyzer struct {
 	cat      *catalog.Catalog
 	pol      *catalog.Policy
 	log      *slog.Logger
-	flows    map[uint64]*flow // by keyed hash of flowKey; collisions chain through flow.hnext
-	nflows   int
+	flows    flowIndex
 	seed     uint64
 	lists    [numLists]flowList
 	dns      ttlCache[netip.Addr]
@@ -204,22 +220,10 @@ type Analyzer struct {
 	now      int64
 	sweptAt  int64
 
-	eth        layers.Ethernet
-	dot1q      layers.Dot1Q
-	sll        layers.LinuxSLL
-	sll2       layers.LinuxSLL2
-	loop       layers.Loopback
-	ip4        layers.IPv4
-	ip6        layers.IPv6
-	ip6ext     layers.IPv6ExtensionSkipper
-	tcp        layers.TCP
-	udp        layers.UDP
-	parsers    map[layers.LinkType]*gopacket.DecodingLayerParser
-	lastLT     layers.LinkType
-	lastParser *gopacket.DecodingLayerParser
-	decoded    []gopacket.LayerType
-	scratch    []byte
-	lastLog    int64
+	frags   reassembler
+	fr      frame // the packet being decoded (a field, so decoding allocates nothing)
+	scratch []byte
+	lastLog int64
 }
 
 // New builds an Analyzer.
@@ -230,38 +234,14 @@ func New(cfg Config) (*Analyzer, error) {
 	cfg.defaults()
 	a := &Analyzer{
 		cfg: cfg, cat: cfg.Catalog, pol: cfg.Policy, log: cfg.Log,
-		flows:    make(map[uint64]*flow, 1024),
+		flows:    newFlowIndex(1024),
 		seed:     rand.Uint64() | 1,
 		dns:      newTTLCache[netip.Addr](cfg.MaxDNSCache),
 		media:    newTTLCache[netip.AddrPort](cfg.MaxDNSCache),
 		echNames: newTTLCache[string](4096),
 		hosts:    make(map[hostAppKey]*hostApp),
-		decoded:  make([]gopacket.LayerType, 0, 8),
+		frags:    newReassembler(cfg.MaxFragDatagrams, cfg.MaxFragBytes, int64(cfg.FragTimeout)),
 	}
-	dl := []gopacket.DecodingLayer{&a.eth, &a.dot1q, &a.sll, &a.sll2, &a.loop, &a.ip4, &a.ip6, &a.ip6ext, &a.tcp, &a.udp}
-	mk := func(first gopacket.LayerType) *gopacket.DecodingLayerParser {
-		p := gopacket.NewDecodingLayerParser(first)
-		// Sparse (array-indexed) lookup of decoders: the default map costs a hash per layer.
-		p.SetDecodingLayerContainer(gopacket.DecodingLayerSparse(nil))
-		for _, d := range dl {
-			p.AddDecodingLayer(d)
-		}
-		p.IgnoreUnsupported = true
-		return p
-	}
-	a.parsers = map[layers.LinkType]*gopacket.DecodingLayerParser{
-		layers.LinkTypeEthernet:  mk(layers.LayerTypeEthernet),
-		layers.LinkTypeLinuxSLL:  mk(layers.LayerTypeLinuxSLL),
-		layers.LinkTypeLinuxSLL2: mk(layers.LayerTypeLinuxSLL2),
-		layers.LinkTypeNull:      mk(layers.LayerTypeLoopback),
-		layers.LinkTypeLoop:      mk(layers.LayerTypeLoopback),
-		layers.LinkTypeIPv4:      mk(layers.LayerTypeIPv4),
-		layers.LinkTypeIPv6:      mk(layers.LayerTypeIPv6),
-	}
-	// LINKTYPE_RAW (101) and the historical DLT_RAW values 12 and 14 carry bare IP.
-	a.parsers[layers.LinkTypeRaw] = nil
-	a.parsers[12] = nil
-	a.parsers[14] = nil
 	return a, nil
 }
 
@@ -293,78 +273,29 @@ func (a *Analyzer) PacketFrom(ts time.Time, lt layers.LinkType, data []byte, pro
 	}
 	if a.now-a.sweptAt >= int64(time.Second) {
 		a.expire(a.now)
+		a.frags.expire(a.now, &a.stats)
 		a.sweptAt = a.now
 	}
-	var p *gopacket.DecodingLayerParser
-	if lt == a.lastLT && a.lastParser != nil {
-		p = a.lastParser // captures rarely change link type: skip the map lookup
-	} else {
-		var ok bool
-		if p, ok = a.parsers[lt]; !ok {
-			a.stats.NotIP++
-			return
-		}
-		a.lastLT, a.lastParser = lt, p
-	}
-	if p == nil { // raw IP: pick by version nibble
-		if len(data) == 0 {
-			a.stats.NotIP++
-			return
-		}
-		switch data[0] >> 4 {
-		case 4:
-			p = a.parsers[layers.LinkTypeIPv4]
-		case 6:
-			p = a.parsers[layers.LinkTypeIPv6]
-		default:
-			a.stats.NotIP++
-			return
-		}
-	}
-	a.decoded = a.decoded[:0]
-	if err := p.DecodeLayers(data, &a.decoded); err != nil {
-		a.stats.DecodeErrors++
-		return
-	}
-	var src, dst netip.Addr
-	var l4 gopacket.LayerType
-	var ipLen int
-	for _, t := range a.decoded {
-		switch t {
-		case layers.LayerTypeIPv4:
-			src, _ = netip.AddrFromSlice(a.ip4.SrcIP)
-			dst, _ = netip.AddrFromSlice(a.ip4.DstIP)
-			ipLen = int(a.ip4.Length)
-			if a.ip4.Flags&layers.IPv4MoreFragments != 0 || a.ip4.FragOffset != 0 {
-				a.stats.Fragments++
-				return
-			}
-		case layers.LayerTypeIPv6:
-			src, _ = netip.AddrFromSlice(a.ip6.SrcIP)
-			dst, _ = netip.AddrFromSlice(a.ip6.DstIP)
-			ipLen = 40 + int(a.ip6.Length)
-		case layers.LayerTypeTCP, layers.LayerTypeUDP:
-			l4 = t
-		}
-	}
-	if !src.IsValid() {
+	fr := &a.fr
+	switch a.decodeFrame(lt, data, fr) {
+	case frameOK:
+	case frameNotIP:
 		a.stats.NotIP++
 		return
-	}
-	if l4 == 0 {
+	case frameNotTCPUDP:
 		a.stats.NotTCPUDP++
 		return
+	case frameBad:
+		a.stats.DecodeErrors++
+		return
+	case frameFragment:
+		return // held for reassembly (or dropped and counted by the reassembler)
 	}
-	if ipLen <= 0 {
-		ipLen = len(data)
+	var t *tcpInfo
+	if fr.proto == ipProtoTCP {
+		t = &fr.tcp
 	}
-	if l4 == layers.LayerTypeTCP {
-		t := &a.tcp
-		a.packet(6, src, dst, uint16(t.SrcPort), uint16(t.DstPort), t.Payload, ipLen, proc, &tcpInfo{seq: t.Seq, syn: t.SYN, ack: t.ACK, fin: t.FIN, rst: t.RST})
-	} else {
-		u := &a.udp
-		a.packet(17, src, dst, uint16(u.SrcPort), uint16(u.DstPort), u.Payload, ipLen, proc, nil)
-	}
+	a.packet(fr.proto, fr.src, fr.dst, fr.sp, fr.dp, fr.payload, fr.ipLen, proc, t)
 }
 
 type tcpInfo struct {
@@ -409,10 +340,7 @@ func serverPort(p uint16) bool {
 func (a *Analyzer) packet(proto uint8, src, dst netip.Addr, sp, dp uint16, payload []byte, ipLen int, proc *Process, t *tcpInfo) {
 	key, srcIsLo := makeKey(proto, src, dst, sp, dp)
 	h := a.hashKey(&key)
-	f := a.flows[h]
-	for f != nil && f.key != key {
-		f = f.hnext
-	}
+	f := a.flows.get(h, &key)
 	if f == nil {
 		clientIsSrc := true
 		switch {
@@ -449,13 +377,13 @@ func (a *Analyzer) packet(proto uint8, src, dst netip.Addr, sp, dp uint16, paylo
 	if f.insp != nil {
 		a.inspect(f, dir, payload, t)
 	}
-	if f.host != nil {
+	if f.volume {
 		a.volume(f, dir, ipLen)
 	}
 }
 
 func (a *Analyzer) newFlow(key flowKey, h uint64, proto uint8, src, dst netip.Addr, sp, dp uint16, clientIsLo, clientIsSrc bool) *flow {
-	if a.nflows >= a.cfg.MaxFlows {
+	if a.flows.len() >= a.cfg.MaxFlows {
 		// Evict the least recently active flow, preferring closed TCP, then UDP.
 		for _, l := range []int{listTCPClosed, listUDP, listTCP} {
 			if h := a.lists[l].head; h != nil {
@@ -478,9 +406,7 @@ func (a *Analyzer) newFlow(key flowKey, h uint64, proto uint8, src, dst netip.Ad
 	} else {
 		f.protocol = "tcp"
 	}
-	f.hnext = a.flows[h]
-	a.flows[h] = f
-	a.nflows++
+	a.flows.put(f)
 	a.lists[f.list].push(f)
 	a.stats.FlowsCreated++
 	a.nameFromCaches(f)
@@ -583,26 +509,12 @@ func (a *Analyzer) hashKey(k *flowKey) uint64 {
 	mix(binary.LittleEndian.Uint64(k.hiAddr[:8]))
 	mix(binary.LittleEndian.Uint64(k.hiAddr[8:]))
 	mix(uint64(k.loPort)<<24 | uint64(k.hiPort)<<8 | uint64(k.proto))
+	// The index uses the low bits: finish with a full avalanche so they depend on all.
+	h ^= h >> 29
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 32
 	return h
 }
 
-// unlink removes f from its hash chain.
-func (a *Analyzer) unlink(f *flow) {
-	p := a.flows[f.hash]
-	if p == f {
-		if f.hnext == nil {
-			delete(a.flows, f.hash)
-		} else {
-			a.flows[f.hash] = f.hnext
-		}
-	} else {
-		for p != nil && p.hnext != f {
-			p = p.hnext
-		}
-		if p != nil {
-			p.hnext = f.hnext
-		}
-	}
-	f.hnext = nil
-	a.nflows--
-}
+// unlink removes f from the index.
+func (a *Analyzer) unlink(f *flow) { a.flows.del(f) }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gopacket/gopacket/layers"
 
@@ -239,8 +240,8 @@ func TestFlowTableBounds(t *testing.T) {
 	if _, err := ReadCapture(&buf, a); err != nil {
 		t.Fatal(err)
 	}
-	if a.nflows != 1 || len(a.flows) != 1 {
-		t.Fatalf("live flows after expiry: %d", a.nflows)
+	if a.flows.len() != 1 {
+		t.Fatalf("live flows after expiry: %d", a.flows.len())
 	}
 	st := a.Stats()
 	if st.FlowsEvicted != 900 || st.FlowsExpired != 100 || len(col.recs) != 1000 {
@@ -289,5 +290,16 @@ func TestHostileFrames(t *testing.T) {
 	st := a.Stats()
 	if st.Panics != 0 || st.Packets != uint64(n) {
 		t.Fatalf("panics %d packets %d/%d", st.Panics, st.Packets, n)
+	}
+}
+
+// TestFlowLayout: flows are a multiple of 64 bytes (so a size class keeps them
+// line-aligned) and the fields every packet touches sit in the first two lines.
+func TestFlowLayout(t *testing.T) {
+	if sz := unsafe.Sizeof(flow{}); sz%64 != 0 {
+		t.Errorf("flow is %d bytes: adjust flowPad to reach a multiple of 64", sz)
+	}
+	if end := unsafe.Offsetof(flow{}.app) + unsafe.Sizeof(flow{}.app); end > 128 {
+		t.Errorf("hot fields end at byte %d, past two cache lines", end)
 	}
 }

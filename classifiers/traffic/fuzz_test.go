@@ -101,6 +101,18 @@ func FuzzAnalyzer(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	// IP fragments of a DNS answer (IPv4 and IPv6): the analyzer lives across inputs, so
+	// fragments of different inputs meet in its reassembler.
+	frames := synthFrames(f, func(w *synth.Writer) {
+		ans := bigDNSAnswer(f, "www.dropbox.com", 40)
+		_ = w.UDP(netip.MustParseAddrPort("10.0.0.53:53"), netip.MustParseAddrPort("10.0.0.7:3333"), ans)
+		_ = w.UDP(netip.MustParseAddrPort("[2001:db8::53]:53"), netip.MustParseAddrPort("[2001:db8::7]:3333"), ans)
+	})
+	for _, fr := range frames {
+		for _, frag := range fragmentFrame(f, fr, 256, 77) {
+			f.Add(frag)
+		}
+	}
 	var w bytes.Buffer
 	ts := time.Unix(1_700_000_000, 0)
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -151,6 +163,9 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	rec, err := synth.TLSClientHello(&tls.Config{ServerName: "chatgpt.com", NextProtos: []string{"h2", "http/1.1"}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for name, b := range fragSeeds() {
+		write("FuzzReassembler", name, b)
 	}
 	write("FuzzClientHello", "go-pq-hello", rec[5:])
 	write("FuzzClientHello", "go-record", rec)

@@ -47,11 +47,17 @@ func requireRoot(t *testing.T) {
 
 func startCapture(t *testing.T) *loopCapture {
 	t.Helper()
+	return startCaptureOn(t, "lo")
+}
+
+// startCaptureOn records every frame on iface (see startCapture).
+func startCaptureOn(t *testing.T, iface string) *loopCapture {
+	t.Helper()
 	requireRoot(t)
-	tp, err := afpacket.NewTPacket(afpacket.OptInterface("lo"), afpacket.OptFrameSize(1<<16), afpacket.OptBlockSize(1<<20),
+	tp, err := afpacket.NewTPacket(afpacket.OptInterface(iface), afpacket.OptFrameSize(1<<16), afpacket.OptBlockSize(1<<20),
 		afpacket.OptNumBlocks(64), afpacket.OptPollTimeout(50*time.Millisecond))
 	if err != nil {
-		t.Skipf("AF_PACKET capture on lo unavailable: %v", err)
+		t.Skipf("AF_PACKET capture on %s unavailable: %v", iface, err)
 	}
 	path := filepath.Join(t.TempDir(), "capture.pcapng")
 	f, err := os.Create(path)

@@ -73,6 +73,7 @@ func (a *Analyzer) inspectTCP(f *flow, dir int, payload []byte, t *tcpInfo) {
 		// in place and copy only when more segments are needed.
 		if a.parseTCPDir(f, dir, d, payload) {
 			d.buf = newPrefixBuf(tcpPrefixLimit)
+			d.buf.reserve(announcedLen(payload))
 			d.buf.add(0, payload)
 		}
 	case off >= 0:
@@ -97,6 +98,16 @@ func (a *Analyzer) inspectTCP(f *flow, dir int, payload []byte, t *tcpInfo) {
 			f.insp = nil
 		}
 	}
+}
+
+// announcedLen is how long the TLS handshake message starting a TCP stream says it is,
+// its records' headers included; 0 when c does not start with one.
+func announcedLen(c []byte) int {
+	if len(c) < 9 || c[0] != 22 {
+		return 0
+	}
+	n := handshakeLen(c[5:])
+	return n + 5*(1+n/16384)
 }
 
 // tlsHandshake gathers the first handshake message from the TLS records at the start of
@@ -531,7 +542,7 @@ func (a *Analyzer) hostFor(client netip.Addr, app string) *hostApp {
 // depend only on the app.
 func (a *Analyzer) decide(f *flow) {
 	if f.app == nil {
-		f.status, f.tenant, f.host = catalog.Unknown, "", nil
+		f.status, f.tenant, f.host, f.volume = catalog.Unknown, "", nil, false
 		return
 	}
 	h := a.hostFor(f.client.Addr(), f.app.ID)
@@ -546,6 +557,8 @@ func (a *Analyzer) decide(f *flow) {
 		st, tenant = a.pol.TenantStatus(f.app), "inferred:"+h.tenant
 	}
 	f.status, f.tenant = st, tenant
+	// Only these flows can raise a volume detection; the packet path skips the rest.
+	f.volume = st != catalog.Sanctioned && (isUploadCategory(f.app.Category) || isCallCategory(f.app.Category))
 	if f.protocol == "tls" || f.protocol == "quic" || f.protocol == "http" {
 		h.signalAt = a.now
 	}

@@ -10,8 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-
-	"golang.org/x/crypto/hkdf"
 )
 
 // quicVersion describes how to derive Initial keys for one QUIC version (RFC 9001 §5.2,
@@ -97,15 +95,40 @@ func hkdfExpandLabel(secret []byte, label string, length int) []byte {
 	b = append(b, "tls13 "...)
 	b = append(b, label...)
 	b = append(b, 0, 1) // empty context, then the HKDF block counter
-	m := hmac.New(sha256.New, secret)
-	m.Write(b)
-	return m.Sum(nil)[:length]
+	sum := hmacSHA256(secret, b)
+	return sum[:length]
+}
+
+// hmacSHA256 is HMAC-SHA256 (RFC 2104) for the short keys and messages of the QUIC
+// Initial key schedule, on stack buffers. crypto/hmac allocates two hash states per call
+// and the schedule needs seven HMACs per connection, which made key derivation the most
+// expensive step of reading a QUIC flow. Longer inputs take crypto/hmac; the RFC 9001 and
+// RFC 9369 vectors and a comparison with crypto/hmac test both paths.
+func hmacSHA256(key, msg []byte) [sha256.Size]byte {
+	const block = 64
+	var inner [block + 128]byte
+	if len(key) > block || len(msg) > len(inner)-block {
+		m := hmac.New(sha256.New, key)
+		m.Write(msg)
+		return [sha256.Size]byte(m.Sum(nil))
+	}
+	var outer [block + sha256.Size]byte
+	copy(inner[:block], key)
+	for i := range block {
+		outer[i] = inner[i] ^ 0x5c
+		inner[i] ^= 0x36
+	}
+	copy(inner[block:], msg)
+	ih := sha256.Sum256(inner[:block+len(msg)])
+	copy(outer[block:], ih[:])
+	return sha256.Sum256(outer[:])
 }
 
 // initialSecrets derives the client and server Initial secrets from the client's first
 // Destination Connection ID.
 func initialSecrets(qv *quicVersion, dcid []byte) (client, server []byte) {
-	initial := hkdf.Extract(sha256.New, dcid, qv.salt)
+	ext := hmacSHA256(qv.salt, dcid) // HKDF-Extract(salt, IKM=dcid), RFC 5869 §2.2
+	initial := ext[:]
 	return hkdfExpandLabel(initial, "client in", 32), hkdfExpandLabel(initial, "server in", 32)
 }
 
@@ -458,6 +481,9 @@ func (q *quicState) initial(dir int, qv *quicVersion, pkt []byte, h longHeader, 
 	cb := q.crypto[dir]
 	ferr := cryptoFrames(plain, func(off uint64, data []byte) {
 		if off < maxHello {
+			if off == 0 {
+				cb.reserve(handshakeLen(data))
+			}
 			cb.add(int(off), data)
 		} else {
 			cb.overflow = true

@@ -19,6 +19,18 @@ const maxSpans = 32
 
 func newPrefixBuf(limit int) *prefixBuf { return &prefixBuf{limit: limit} }
 
+// reserve makes room for n bytes (capped at limit) ahead of time, when a message header
+// announced its length: growing the buffer piece by piece would copy the earlier pieces,
+// by then cold in cache, once per growth.
+func (p *prefixBuf) reserve(n int) {
+	n = min(n, p.limit)
+	if n > cap(p.buf) {
+		nb := make([]byte, len(p.buf), n)
+		copy(nb, p.buf)
+		p.buf = nb
+	}
+}
+
 // add places data at offset off. It reports false when the piece could not be kept.
 func (p *prefixBuf) add(off int, data []byte) bool {
 	if off < 0 || len(data) == 0 {

@@ -121,7 +121,13 @@ type Stats struct {
 	Bytes            uint64 `json:"bytes"`
 	NotIP            uint64 `json:"not_ip"`
 	NotTCPUDP        uint64 `json:"not_tcp_udp"`
-	Fragments        uint64 `json:"ip_fragments"`
+	Fragments        uint64 `json:"ip_fragments"`           // IP fragments seen
+	FragReassembled  uint64 `json:"ip_reassembled"`         // datagrams rebuilt from fragments
+	FragDuplicates   uint64 `json:"ip_fragment_duplicates"` // exact repeats, ignored
+	FragOverlaps     uint64 `json:"ip_fragment_overlaps"`   // datagrams abandoned for overlapping or conflicting fragments
+	FragInvalid      uint64 `json:"ip_fragment_invalid"`    // bad sizes, over 64 KiB, truncated by the capture, too many holes
+	FragTimeouts     uint64 `json:"ip_fragment_timeouts"`   // datagrams never completed
+	FragEvicted      uint64 `json:"ip_fragment_evicted"`    // dropped to stay within the reassembly bounds
 	DecodeErrors     uint64 `json:"decode_errors"`
 	Panics           uint64 `json:"panics"`
 	FlowsCreated     uint64 `json:"flows_created"`

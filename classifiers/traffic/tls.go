@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -367,24 +366,25 @@ func isAlnum(c byte) bool {
 
 // JA4 computes the FoxIO JA4 fingerprint (BSD-3-Clause spec). transport is 't' (TCP),
 // 'q' (QUIC) or 'd' (DTLS).
+//
+// It builds the fingerprint in stack buffers (one allocation, the result): it runs for
+// every TLS and QUIC flow.
 func (ch *ClientHello) JA4(transport byte) string {
-	var b strings.Builder
-	b.Grow(36)
-	b.WriteByte(transport)
-	b.WriteString(ja4Version(ch.MaxVersion()))
-	hasSNI := slices.Contains(ch.Extensions, extServerName)
-	if hasSNI {
-		b.WriteByte('d')
+	var out [40]byte
+	b := append(out[:0], transport)
+	b = append(b, ja4Version(ch.MaxVersion())...)
+	if slices.Contains(ch.Extensions, extServerName) {
+		b = append(b, 'd')
 	} else {
-		b.WriteByte('i')
+		b = append(b, 'i')
 	}
-	ciphers := make([]uint16, 0, len(ch.Ciphers))
+	ciphers := make([]uint16, 0, 128)
 	for _, c := range ch.Ciphers {
 		if !isGREASE(c) {
 			ciphers = append(ciphers, c)
 		}
 	}
-	exts := make([]uint16, 0, len(ch.Extensions))
+	exts := make([]uint16, 0, 64)
 	nExt := 0
 	for _, e := range ch.Extensions {
 		if isGREASE(e) {
@@ -395,57 +395,67 @@ func (ch *ClientHello) JA4(transport byte) string {
 			exts = append(exts, e)
 		}
 	}
-	fmt.Fprintf(&b, "%02d%02d", min(len(ciphers), 99), min(nExt, 99))
-	alpn := "00"
+	b = append2d(b, min(len(ciphers), 99))
+	b = append2d(b, min(nExt, 99))
 	if len(ch.ALPN) > 0 && ch.ALPN[0] != "" {
 		a := ch.ALPN[0]
 		f, l := a[0], a[len(a)-1]
 		if isAlnum(f) && isAlnum(l) {
-			alpn = string([]byte{f, l})
+			b = append(b, f, l)
 		} else {
-			h := hex.EncodeToString([]byte(a))
-			alpn = string([]byte{h[0], h[len(h)-1]})
+			const digits = "0123456789abcdef"
+			b = append(b, digits[f>>4], digits[l&0x0f])
 		}
+	} else {
+		b = append(b, "00"...)
 	}
-	b.WriteString(alpn)
-	b.WriteByte('_')
+	b = append(b, '_')
 	slices.Sort(ciphers)
-	b.WriteString(ja4Hash(hexList(ciphers), len(ciphers) == 0))
-	b.WriteByte('_')
+	var text [1024]byte
+	b = appendJA4Hash(b, appendHexList(text[:0], ciphers), len(ciphers) == 0)
+	b = append(b, '_')
 	slices.Sort(exts)
-	c := hexList(exts)
-	var sig []uint16
+	t := appendHexList(text[:0], exts)
+	first := true
 	for _, s := range ch.SigAlgs {
-		if !isGREASE(s) {
-			sig = append(sig, s)
+		if isGREASE(s) {
+			continue
 		}
+		if first {
+			t = append(t, '_')
+			first = false
+		} else {
+			t = append(t, ',')
+		}
+		t = appendHex4(t, s)
 	}
-	if len(sig) > 0 {
-		c += "_" + hexList(sig)
-	}
-	b.WriteString(ja4Hash(c, len(exts) == 0))
-	return b.String()
+	b = appendJA4Hash(b, t, len(exts) == 0)
+	return string(b)
 }
 
-func hexList(v []uint16) string {
-	var b strings.Builder
+func append2d(b []byte, n int) []byte { return append(b, '0'+byte(n/10), '0'+byte(n%10)) }
+
+func appendHex4(b []byte, v uint16) []byte {
+	const digits = "0123456789abcdef"
+	return append(b, digits[v>>12], digits[v>>8&0xf], digits[v>>4&0xf], digits[v&0xf])
+}
+
+// appendHexList appends v as comma-separated four-digit lowercase hex (the JA4 input).
+func appendHexList(b []byte, v []uint16) []byte {
 	for i, x := range v {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
-		s := strconv.FormatUint(uint64(x), 16)
-		for n := len(s); n < 4; n++ {
-			b.WriteByte('0')
-		}
-		b.WriteString(s)
+		b = appendHex4(b, x)
 	}
-	return b.String()
+	return b
 }
 
-func ja4Hash(s string, empty bool) string {
+// appendJA4Hash appends the first 12 hex digits of SHA-256(text), or twelve zeros.
+func appendJA4Hash(b, text []byte, empty bool) []byte {
 	if empty {
-		return "000000000000"
+		return append(b, "000000000000"...)
 	}
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:6])
+	sum := sha256.Sum256(text)
+	return hex.AppendEncode(b, sum[:6])
 }

@@ -193,7 +193,7 @@ func (p *printer) finish(st traffic.Stats, catVersion string) {
 		fmt.Fprintf(p.w, "%s %-6s %-24s %s -> %s %s: %s [%s]\n", d.Time.Format("2006-01-02T15:04:05.000Z"), d.Severity, d.Kind,
 			d.Client, d.Server, dash(d.App), d.Summary, strings.Join(d.Evidence, " "))
 	}
-	_, p.err = fmt.Fprintf(p.w, "\npackets=%d flows=%d detections=%d tls_hellos=%d quic_hellos=%d dns=%d stun=%d http=%d decode_errors=%d panics=%d catalog=%s\n",
+	_, p.err = fmt.Fprintf(p.w, "\npackets=%d flows=%d detections=%d tls_hellos=%d quic_hellos=%d dns=%d stun=%d http=%d ip_fragments=%d reassembled=%d fragment_overlaps=%d decode_errors=%d panics=%d catalog=%s\n",
 		st.Packets, st.FlowsCreated, st.Detections, st.TLSClientHellos, st.QUICClientHellos, st.DNSMessages, st.STUNMessages, st.HTTPHosts,
-		st.DecodeErrors, st.Panics, catVersion)
+		st.Fragments, st.FragReassembled, st.FragOverlaps, st.DecodeErrors, st.Panics, catVersion)
 }
