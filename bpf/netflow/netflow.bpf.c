@@ -10,7 +10,9 @@
  *                               tree, in the caller's context: pid, uid,
  *                               comm, socket cookie, destination. A
  *                               destination in `denied` is refused (EPERM)
- *                               and reported as DENY.
+ *                               and reported as DENY. `denied` holds
+ *                               addresses and CIDRs (LPM trie), per port
+ *                               or for every port.
  *   cgroup/sendmsg4, sendmsg6 : unconnected UDP sends (sendto/sendmsg with
  *                               an address: DNS). One record per (socket,
  *                               destination) per second, with the number of
@@ -82,11 +84,15 @@ struct flow_event {
 	char comm[WARD_TASK_COMM_LEN];
 };
 
-/* A denied destination. port 0 denies every port of the address. */
+/*
+ * A denied destination: an LPM-trie key. The first 32 bits (family, port)
+ * always match exactly; prefixlen - 32 is the address prefix length, so a
+ * CIDR is one entry. port 0 denies every port of the prefix.
+ */
 struct deny_key {
+	__u32 prefixlen;
 	__u16 family;
 	__u16 port; /* host order */
-	__u32 _pad;
 	__u8 addr[16];
 };
 
@@ -106,12 +112,24 @@ struct udp_seen {
 const struct flow_event *unused_flow_event __attribute__((unused));
 const struct deny_key *unused_deny_key __attribute__((unused));
 
-/* Filled by the agent from policy; empty means no enforcement. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+/*
+ * Filled by the agent from policy. The trie sits in slot 0 of an array of
+ * maps so a new policy's whole deny list replaces the old one in a single
+ * update (no moment with half of each); an empty slot means no enforcement.
+ */
+struct deny_trie {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct deny_key);
 	__type(value, __u32); /* rule id, echoed in the DENY record's count */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct deny_trie);
 } denied SEC(".maps");
 
 struct {
@@ -165,13 +183,18 @@ static __always_inline void dest_of(struct bpf_sock_addr *ctx, struct flow_event
 
 static __always_inline __u32 *deny_lookup(__u16 family, const __u8 *addr, __u16 port)
 {
+	__u32 zero = 0;
+	void *trie = bpf_map_lookup_elem(&denied, &zero);
+	if (!trie)
+		return NULL; /* no deny list installed */
 	struct deny_key k = { .family = family, .port = port };
+	k.prefixlen = 32 + (family == AF_INET6 ? 128 : 32);
 	__builtin_memcpy(k.addr, addr, 16);
-	__u32 *rule = bpf_map_lookup_elem(&denied, &k);
+	__u32 *rule = bpf_map_lookup_elem(trie, &k);
 	if (rule)
 		return rule;
 	k.port = 0;
-	return bpf_map_lookup_elem(&denied, &k);
+	return bpf_map_lookup_elem(trie, &k);
 }
 
 /* Rule id when e's destination is denied; IPv4-mapped IPv6 addresses are

@@ -20,6 +20,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -185,6 +186,10 @@ type Probe struct {
 	ring   *kernel.Ring
 	clock  kernel.Clock
 	status []Status
+
+	denyMu   sync.Mutex // serialises deny-list changes (the swap and single updates)
+	denySpec *ebpf.MapSpec
+	denyTrie *ebpf.Map // the trie installed in denied[0]; nil until the first denial
 }
 
 type hookDef struct {
@@ -239,7 +244,7 @@ func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netflow: %w", err)
 	}
-	p := &Probe{log: log}
+	p := &Probe{log: log, denySpec: spec.Maps["denied"].InnerMap.Copy()}
 	attached := map[string]bool{}
 	for _, h := range hooks(cfg.Cgroup) {
 		var st Status
@@ -307,36 +312,109 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
+// DenyEntry is one denied destination: every address in Prefix, on Port (0: every port).
+type DenyEntry struct {
+	Prefix netip.Prefix
+	Port   uint16
+	// Rule is echoed in the Deny record (RuleID) of each refused call.
+	Rule uint32
+}
+
+// MaxDenyEntries bounds the deny list (the size of the kernel trie).
+const MaxDenyEntries = 65536
+
 // Deny makes connect(2) and UDP sends to dst fail with EPERM and report a
 // Deny record carrying ruleID. Port 0 denies every port of the address. An
 // IPv4 address also matches its IPv4-mapped IPv6 form.
 func (p *Probe) Deny(dst netip.AddrPort, ruleID uint32) error {
-	k, err := denyKey(dst)
+	a := dst.Addr()
+	if !a.IsValid() {
+		return fmt.Errorf("deny: invalid address %v", dst)
+	}
+	return p.DenyPrefix(netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), dst.Port(), ruleID)
+}
+
+// DenyPrefix denies every address of a CIDR (on one port, or every port with port 0).
+func (p *Probe) DenyPrefix(pfx netip.Prefix, port uint16, ruleID uint32) error {
+	k, err := denyKey(pfx, port)
 	if err != nil {
 		return err
 	}
-	err = p.ring.Maps(func(l *kernel.Loader) error {
-		if err := l.Map("denied").Update(&k, &ruleID, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("deny %s: update kernel map: %w", dst, err)
+	return p.withTrie(true, func(m *ebpf.Map) error {
+		if err := m.Update(&k, &ruleID, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("deny %s port %d: update kernel map: %w", pfx, port, err)
 		}
 		return nil
 	})
-	if errors.Is(err, os.ErrClosed) {
-		return ErrClosed
-	}
-	return err
 }
 
 // Allow removes a destination added with Deny.
 func (p *Probe) Allow(dst netip.AddrPort) error {
-	k, err := denyKey(dst)
+	a := dst.Addr()
+	if !a.IsValid() {
+		return fmt.Errorf("allow: invalid address %v", dst)
+	}
+	return p.AllowPrefix(netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), dst.Port())
+}
+
+// AllowPrefix removes an entry added with DenyPrefix (the same prefix and port).
+func (p *Probe) AllowPrefix(pfx netip.Prefix, port uint16) error {
+	k, err := denyKey(pfx, port)
 	if err != nil {
 		return err
 	}
-	err = p.ring.Maps(func(l *kernel.Loader) error {
-		if err := l.Map("denied").Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("allow %s: delete from kernel map: %w", dst, err)
+	return p.withTrie(false, func(m *ebpf.Map) error {
+		if m == nil {
+			return nil
 		}
+		if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("allow %s port %d: delete from kernel map: %w", pfx, port, err)
+		}
+		return nil
+	})
+}
+
+// SetDenyList replaces the whole deny list at once: a new trie is filled and then swapped
+// into the programs' view in one map update, so no connect ever sees part of the old list
+// and part of the new. An empty list removes the trie (nothing is denied, no lookup cost).
+func (p *Probe) SetDenyList(entries []DenyEntry) error {
+	if len(entries) > MaxDenyEntries {
+		return fmt.Errorf("deny list of %d entries: the limit is %d", len(entries), MaxDenyEntries)
+	}
+	keys := make([]netflowDenyKey, len(entries))
+	for i, e := range entries {
+		k, err := denyKey(e.Prefix, e.Port)
+		if err != nil {
+			return err
+		}
+		keys[i] = k
+	}
+	p.denyMu.Lock()
+	defer p.denyMu.Unlock()
+	err := p.ring.Maps(func(l *kernel.Loader) error {
+		outer := l.Map("denied")
+		if len(entries) == 0 {
+			if err := outer.Delete(uint32(0)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("clear deny list: %w", err)
+			}
+			p.swapTrie(nil)
+			return nil
+		}
+		m, err := ebpf.NewMap(p.denySpec)
+		if err != nil {
+			return fmt.Errorf("create deny trie: %w", err)
+		}
+		for i := range keys {
+			if err := m.Update(&keys[i], &entries[i].Rule, ebpf.UpdateAny); err != nil {
+				m.Close()
+				return fmt.Errorf("deny %s port %d: %w", entries[i].Prefix, entries[i].Port, err)
+			}
+		}
+		if err := outer.Update(uint32(0), m, ebpf.UpdateAny); err != nil {
+			m.Close()
+			return fmt.Errorf("install deny list: %w", err)
+		}
+		p.swapTrie(m)
 		return nil
 	})
 	if errors.Is(err, os.ErrClosed) {
@@ -345,19 +423,56 @@ func (p *Probe) Allow(dst netip.AddrPort) error {
 	return err
 }
 
-func denyKey(dst netip.AddrPort) (netflowDenyKey, error) {
-	a := dst.Addr()
-	if !a.IsValid() {
-		return netflowDenyKey{}, fmt.Errorf("deny: invalid address %v", dst)
+func (p *Probe) swapTrie(m *ebpf.Map) {
+	if p.denyTrie != nil {
+		p.denyTrie.Close() // the kernel keeps it alive while a program still uses it
 	}
-	k := netflowDenyKey{Port: dst.Port()}
-	if a.Is4() || a.Is4In6() {
+	p.denyTrie = m
+}
+
+// withTrie runs f on the installed trie, creating and installing an empty one first when
+// create is set and there is none (f gets nil otherwise).
+func (p *Probe) withTrie(create bool, f func(*ebpf.Map) error) error {
+	p.denyMu.Lock()
+	defer p.denyMu.Unlock()
+	err := p.ring.Maps(func(l *kernel.Loader) error {
+		if p.denyTrie == nil && create {
+			m, err := ebpf.NewMap(p.denySpec)
+			if err != nil {
+				return fmt.Errorf("create deny trie: %w", err)
+			}
+			if err := l.Map("denied").Update(uint32(0), m, ebpf.UpdateAny); err != nil {
+				m.Close()
+				return fmt.Errorf("install deny trie: %w", err)
+			}
+			p.denyTrie = m
+		}
+		return f(p.denyTrie)
+	})
+	if errors.Is(err, os.ErrClosed) {
+		return ErrClosed
+	}
+	return err
+}
+
+func denyKey(pfx netip.Prefix, port uint16) (netflowDenyKey, error) {
+	if !pfx.IsValid() {
+		return netflowDenyKey{}, fmt.Errorf("deny: invalid prefix %v", pfx)
+	}
+	a := pfx.Addr()
+	bits := pfx.Bits()
+	if a.Is4In6() {
+		a, bits = a.Unmap(), max(bits-96, 0)
+	}
+	pfx = netip.PrefixFrom(a, bits).Masked()
+	k := netflowDenyKey{Port: port, Prefixlen: uint32(32 + bits)}
+	if a.Is4() {
 		k.Family = afInet
-		v4 := a.Unmap().As4()
+		v4 := pfx.Addr().As4()
 		copy(k.Addr[:], v4[:])
 	} else {
 		k.Family = afInet6
-		k.Addr = a.As16()
+		k.Addr = pfx.Addr().As16()
 	}
 	return k, nil
 }
@@ -389,7 +504,13 @@ func (p *Probe) Drops() (map[string]uint64, error) {
 }
 
 // Close detaches all hooks (lifting every denial) and unblocks Next.
-func (p *Probe) Close() error { return p.ring.Close() }
+func (p *Probe) Close() error {
+	err := p.ring.Close()
+	p.denyMu.Lock()
+	p.swapTrie(nil)
+	p.denyMu.Unlock()
+	return err
+}
 
 // Record layout, mirrored from netflow.bpf.c and checked against the bpf2go
 // type in netflow_test.go.

@@ -14,11 +14,11 @@ import (
 )
 
 type netflowDenyKey struct {
-	_      structs.HostLayout
-	Family uint16
-	Port   uint16
-	Pad    uint32
-	Addr   [16]uint8
+	_         structs.HostLayout
+	Prefixlen uint32
+	Family    uint16
+	Port      uint16
+	Addr      [16]uint8
 }
 
 type netflowFlowEvent struct {

@@ -540,3 +540,60 @@ func TestLoadWithoutCgroup2(t *testing.T) {
 		}
 	}
 }
+
+// TestDenyListCIDRSwap: a CIDR is one entry; SetDenyList replaces the list as a whole.
+func TestDenyListCIDRSwap(t *testing.T) {
+	h := load(t, Config{})
+	dial := func(addr string) error {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	if err := h.p.SetDenyList([]DenyEntry{{Prefix: netip.MustParsePrefix("127.77.0.0/16"), Rule: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dial("127.77.1.2:4000"); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("dial inside the denied /16: %v, want EPERM", err)
+	}
+	d := h.await("cidr deny", func(r Record) bool { d, ok := r.(Deny); return ok && d.Dst.String() == "127.77.1.2:4000" }).(Deny)
+	if d.RuleID != 5 {
+		t.Errorf("deny = %+v", d)
+	}
+	if err := dial("127.78.0.1:4000"); errors.Is(err, syscall.EPERM) {
+		t.Fatal("an address outside the /16 was denied")
+	}
+	// The new list replaces the old one entirely.
+	if err := h.p.SetDenyList([]DenyEntry{
+		{Prefix: netip.MustParsePrefix("127.78.0.0/24"), Port: 4000, Rule: 6},
+		{Prefix: netip.MustParsePrefix("::1/128"), Port: 4001, Rule: 8},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dial("127.77.1.2:4000"); errors.Is(err, syscall.EPERM) {
+		t.Fatal("the replaced list still denies")
+	}
+	if err := dial("127.78.0.9:4000"); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("port-scoped CIDR: %v, want EPERM", err)
+	}
+	if err := dial("127.78.0.9:4001"); errors.Is(err, syscall.EPERM) {
+		t.Fatal("another port of a port-scoped entry was denied")
+	}
+	if err := dial("[::1]:4001"); !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("IPv6 entry: %v, want EPERM", err)
+	}
+	d = h.await("v6 deny", func(r Record) bool { d, ok := r.(Deny); return ok && d.Dst.String() == "[::1]:4001" }).(Deny)
+	if d.RuleID != 8 {
+		t.Errorf("v6 deny = %+v", d)
+	}
+	if err := h.p.SetDenyList(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := dial("127.78.0.9:4000"); errors.Is(err, syscall.EPERM) {
+		t.Fatal("an empty list still denies")
+	}
+	if err := h.p.SetDenyList([]DenyEntry{{Prefix: netip.Prefix{}}}); err == nil {
+		t.Error("an invalid prefix was accepted")
+	}
+}

@@ -30,6 +30,24 @@ func TestClock(t *testing.T) {
 	}
 }
 
+// TestClockResamplesFromRecordTime checks the staleness decision uses the
+// record's timestamp: a stale offset is replaced once a record is more than a
+// second past the last sample, and kept for records inside that second.
+func TestClockResamplesFromRecordTime(t *testing.T) {
+	var c Clock
+	boot := clockNs(unix.CLOCK_BOOTTIME)
+	c.offset.Store(0) // wrong on purpose: wall time would read as the boot clock
+	c.sampled.Store(boot - int64(500*time.Millisecond))
+	if got := c.Time(uint64(boot)); got.UnixNano() != boot {
+		t.Fatalf("a record inside the resample interval must use the stored offset, got %v", got)
+	}
+	later := boot + 2*clockResample
+	c.sampled.Store(boot)
+	if d := c.Time(uint64(later)).Sub(time.Now().Add(2 * time.Second)); d < -time.Second || d > time.Second {
+		t.Errorf("a record past the interval must resample the offset; off by %v", d)
+	}
+}
+
 func TestCString(t *testing.T) {
 	if CString([]byte("ab\x00cd")) != "ab" || CString([]byte("abc")) != "abc" {
 		t.Error("CString")

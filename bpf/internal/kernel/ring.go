@@ -18,6 +18,8 @@ type Ring struct {
 
 	mu     sync.Mutex // held while the loader's maps are in use; Close takes it to free them
 	closed bool
+	// closing is set before the reader is closed, so Fill stops reading its mapping.
+	closing bool
 
 	once sync.Once
 	err  error
@@ -43,6 +45,15 @@ func (r *Ring) Read() ([]byte, error) {
 	return rec.RawSample, nil
 }
 
+// ErrFlushed is returned by Read once it has returned the records that were pending when
+// Flush was called.
+var ErrFlushed = ringbuf.ErrFlushed
+
+// Flush makes a blocked Read return the records already in the ring, then ErrFlushed. A
+// probe whose programs skip the ring's wakeup for most records (to save the cost of the
+// notification per record) calls it periodically.
+func (r *Ring) Flush() error { return r.rd.Flush() }
+
 // Maps runs f with the loader under the lock Close takes, so f never touches a freed map.
 // After Close it returns os.ErrClosed without calling f.
 func (r *Ring) Maps(f func(*Loader) error) error {
@@ -52,6 +63,17 @@ func (r *Ring) Maps(f func(*Loader) error) error {
 		return os.ErrClosed
 	}
 	return f(r.loader)
+}
+
+// Fill reports the bytes written to the ring buffer and not yet read, and the buffer's
+// size: how close the probe is to dropping records (ringbuf_full).
+func (r *Ring) Fill() (used, size int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		return 0, r.rd.BufferSize() // the mapping may be gone
+	}
+	return r.rd.AvailableBytes(), r.rd.BufferSize()
 }
 
 // Drops returns the probe's in-kernel drop counters summed over CPUs.
@@ -68,6 +90,9 @@ func (r *Ring) Drops() (map[string]uint64, error) {
 // Close detaches every hook, unblocks Read and frees the maps. It is safe to call twice.
 func (r *Ring) Close() error {
 	r.once.Do(func() {
+		r.mu.Lock()
+		r.closing = true
+		r.mu.Unlock()
 		rdErr := r.rd.Close()
 		r.mu.Lock()
 		r.closed = true
