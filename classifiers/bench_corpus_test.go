@@ -146,10 +146,7 @@ func BenchmarkCorpus(b *testing.B) {
 	for _, name := range []string{"clinical-clean.txt", "phi-dense.csv"} {
 		content := mustRead(b, filepath.Join(dir, name))
 		b.Run(name, func(b *testing.B) {
-			b.SetBytes(int64(len(content)))
-			for b.Loop() {
-				e.Classify(content)
-			}
+			cpuLoop(b, len(content), func() { e.Classify(content) })
 		})
 	}
 	docx := mustRead(b, filepath.Join(dir, "notes.docx"))
@@ -157,8 +154,7 @@ func BenchmarkCorpus(b *testing.B) {
 	b.Run("notes.docx", func(b *testing.B) {
 		// MB/s of extracted text, extraction included, so it compares with ripgrep over
 		// the same text.
-		b.SetBytes(int64(len(text)))
-		for b.Loop() {
+		cpuLoop(b, len(text), func() {
 			parts, err := extract.File("notes.docx", docx, extract.Limits{})
 			if err != nil {
 				b.Fatal(err)
@@ -166,14 +162,13 @@ func BenchmarkCorpus(b *testing.B) {
 			for _, p := range parts {
 				e.Classify(p.Text)
 			}
-		}
+		})
 	})
 	pdf := mustRead(b, filepath.Join(dir, "notes.pdf"))
 	pdfText := mustRead(b, filepath.Join(dir, "notes-pdf-text.txt"))
 	b.Run("notes.pdf", func(b *testing.B) {
 		// As for DOCX: MB/s of extracted text, PDF parsing and decompression included.
-		b.SetBytes(int64(len(pdfText)))
-		for b.Loop() {
+		cpuLoop(b, len(pdfText), func() {
 			parts, err := extract.File("notes.pdf", pdf, extract.Limits{})
 			if err != nil {
 				b.Fatal(err)
@@ -181,6 +176,6 @@ func BenchmarkCorpus(b *testing.B) {
 			for _, p := range parts {
 				e.Classify(p.Text)
 			}
-		}
+		})
 	})
 }

@@ -187,6 +187,12 @@ type defined struct {
 func (d defined) MinConfidence() int { return d.min }
 func (d defined) Version() int       { return d.version }
 
+// Local forwards engine.Local, so wrapping keeps a detector segmentable.
+func (d defined) Local() bool {
+	l, ok := d.Detector.(engine.Local)
+	return ok && l.Local()
+}
+
 // definedCombiner keeps a combiner a combiner once wrapped.
 type definedCombiner struct {
 	defined

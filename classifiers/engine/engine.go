@@ -154,6 +154,19 @@ type Tuned interface {
 	Version() int
 }
 
+// Local is implemented by detectors whose every occurrence is anchored on one hit or one
+// digit run and validated within a bounded window of the content around it, with no state
+// carried from one anchor to the next. The engine may then call Detect several times for
+// one content, each time with the anchors of one consecutive segment (Content is always
+// the whole content) and the same Reporter, so that a large content is validated segment
+// by segment while the segment is still in the CPU cache instead of every detector
+// walking all of it after the shared pass.
+type Local interface {
+	Detector
+	// Local reports whether the detector is local (a wrapper may forward to one that is not).
+	Local() bool
+}
+
 // Combiner is a detector that runs after all others and sees their matches: it turns
 // co-occurrence (SUD codes next to patient identifiers) into a finding of its own. It is
 // called for every content, with or without hits of its own.
@@ -181,6 +194,9 @@ type Engine struct {
 	combiners []Combiner
 	ctuning   []tuning // per combiner
 	pf        *prefilter
+	local     []bool // per detector: Local, and neither Always nor a Combiner
+	anyLocal  bool
+	keepRuns  bool // a detector that is not Local wants digit runs
 	scratch   sync.Pool
 	panics    atomic.Uint64
 	dropped   atomic.Uint64
@@ -222,13 +238,19 @@ func New(cfg Config, detectors ...Detector) (*Engine, error) {
 		return nil, fmt.Errorf("engine: compiling anchors: %w", err)
 	}
 	e := &Engine{cfg: cfg, detectors: slices.Clone(detectors), pf: pf}
-	for _, d := range detectors {
+	for i, d := range detectors {
 		t := tuningOf(d)
 		e.tuning = append(e.tuning, t)
-		if c, ok := d.(Combiner); ok {
+		c, isCombiner := d.(Combiner)
+		if isCombiner {
 			e.combiners = append(e.combiners, c)
 			e.ctuning = append(e.ctuning, t)
 		}
+		l, ok := d.(Local)
+		local := ok && l.Local() && !isCombiner && !interests[i].Always
+		e.local = append(e.local, local)
+		e.anyLocal = e.anyLocal || local
+		e.keepRuns = e.keepRuns || !local && interests[i].DigitRuns
 	}
 	e.scratch.New = func() any { return newScratch(len(detectors)) }
 	return e, nil
@@ -251,12 +273,90 @@ func (e *Engine) classify(content []byte, own *Span, combine bool) []Match {
 	sc := e.scratch.Get().(*scratch)
 	defer e.scratch.Put(sc)
 	sc.reset()
+	if e.pf.td != nil && e.anyLocal && len(content) >= 2*segmentSize {
+		return e.classifySegmented(content, own, combine, sc)
+	}
 	e.pf.scan(content, sc)
 	if sc.dropped > 0 {
 		e.dropped.Add(uint64(sc.dropped))
 	}
 	var out []Match
 	for i, d := range e.detectors {
+		want := e.pf.wantRuns[i]
+		if len(sc.hits[i]) == 0 && !(want && len(sc.runs) > 0) && !e.pf.always[i] {
+			continue
+		}
+		s := Scan{Content: content, Hits: sc.hits[i], Truncated: sc.truncated[i]}
+		if want {
+			s.DigitRuns = sc.runs
+		}
+		r := Reporter{detector: d.Name(), cfg: &e.cfg, own: own, tuning: e.tuning[i]}
+		if e.run(d, &s, &r) {
+			out = r.appendMatches(out)
+		}
+	}
+	if combine && len(out) > 0 {
+		out = e.combine(out)
+	}
+	slices.SortStableFunc(out, compareMatches)
+	return out
+}
+
+// segmentSize is how much content the shared pass covers before the local detectors
+// validate its anchors: small enough to stay in L2 between the two (with the bitmaps, hit
+// lists and the detectors' own reads; 128 KiB measured faster than 64 and 256 KiB on a
+// 512 KiB L2).
+const segmentSize = 128 << 10
+
+// classifySegmented is classify for large contents: the shared pass runs one segment at a
+// time, and Local detectors validate each segment's anchors right after it; the others
+// run once at the end with all their anchors, as in classify.
+func (e *Engine) classifySegmented(content []byte, own *Span, combine bool, sc *scratch) []Match {
+	reps := make([]*Reporter, len(e.detectors))
+	failed := make([]bool, len(e.detectors))
+	var st teddyState
+	runsFrom := 0
+	for seg := 0; seg < len(content); seg += segmentSize {
+		e.pf.scanTeddy(content, seg, min(len(content), seg+segmentSize), &st, sc)
+		runs := sc.runs[runsFrom:]
+		runsFrom = len(sc.runs)
+		for i, d := range e.detectors {
+			if !e.local[i] || failed[i] {
+				continue
+			}
+			want := e.pf.wantRuns[i]
+			if len(sc.hits[i]) == 0 && !(want && len(runs) > 0) {
+				continue
+			}
+			sortHits(sc.hits[i])
+			s := Scan{Content: content, Hits: sc.hits[i], Truncated: sc.truncated[i]}
+			if want {
+				s.DigitRuns = runs
+			}
+			if reps[i] == nil {
+				reps[i] = &Reporter{detector: d.Name(), cfg: &e.cfg, own: own, tuning: e.tuning[i]}
+			}
+			failed[i] = !e.run(d, &s, reps[i])
+			sc.hits[i] = sc.hits[i][:0]
+		}
+		if !e.keepRuns {
+			// Nobody needs this segment's runs again: reuse the buffer, which then stays
+			// small and in cache.
+			sc.runs, runsFrom = sc.runs[:0], 0
+		}
+	}
+	if sc.dropped > 0 {
+		e.dropped.Add(uint64(sc.dropped))
+	}
+	var out []Match
+	for i, d := range e.detectors {
+		if e.local[i] {
+			if reps[i] != nil && !failed[i] {
+				out = reps[i].appendMatches(out)
+			}
+			continue
+		}
+		sortHits(sc.hits[i])
 		want := e.pf.wantRuns[i]
 		if len(sc.hits[i]) == 0 && !(want && len(sc.runs) > 0) && !e.pf.always[i] {
 			continue

@@ -55,13 +55,14 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
-// TestPrefilterMatchesNaive compares the Shift-And pass with a naive case-insensitive
-// search for random literal sets (spanning several 64-bit words) over random text.
+// TestPrefilterMatchesNaive compares both shared passes (teddy's vector pass and the
+// IndexByte sweeps) with a naive case-insensitive search for random literal sets over
+// random text, hits and digit runs.
 func TestPrefilterMatchesNaive(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	// Upper-case letters and their neighbours (@ [ ` {) and high-bit bytes whose low
 	// seven bits are letters exercise the word-at-a-time upper-case pass.
-	alpha := "abAB12-. Zz@[`{\xc1\xdaY"
+	alpha := "abAB12-. Zz@[`{\xc1\xdaY0123456789"
 	randStr := func(n int) string {
 		b := make([]byte, n)
 		for i := range b {
@@ -92,31 +93,37 @@ func TestPrefilterMatchesNaive(t *testing.T) {
 			n = 16<<10 + rng.IntN(8000) // large enough for the dense-byte pass
 		}
 		content := []byte(randStr(n))
-		e.Classify(content)
 		lc := make([]byte, len(content)) // ASCII folding only, as literals are matched
 		for i, c := range content {
 			lc[i] = lower(c)
 		}
-		for _, r := range recs {
-			var want []Hit
-			for off := range content {
-				for li, l := range r.lits {
-					if bytes.HasPrefix(lc[off:], []byte(strings.ToLower(l))) {
-						want = append(want, Hit{li, off})
+		// Both passes: the SIMD one (where the CPU has it) and the sweeps.
+		for pass := range 2 {
+			if pass == 1 {
+				e.pf.td = nil
+			}
+			e.Classify(content)
+			for _, r := range recs {
+				var want []Hit
+				for off := range content {
+					for li, l := range r.lits {
+						if bytes.HasPrefix(lc[off:], []byte(strings.ToLower(l))) {
+							want = append(want, Hit{li, off})
+						}
+					}
+					for li, l := range r.exact {
+						if bytes.HasPrefix(content[off:], []byte(l)) {
+							want = append(want, Hit{len(r.lits) + li, off})
+						}
 					}
 				}
-				for li, l := range r.exact {
-					if bytes.HasPrefix(content[off:], []byte(l)) {
-						want = append(want, Hit{len(r.lits) + li, off})
-					}
+				if !sameHits(r.hits, want) {
+					t.Fatalf("round %d pass %d %s lits %q: hits %v, want %v", round, pass, r.name, r.lits, r.hits, want)
 				}
-			}
-			if !sameHits(r.hits, want) {
-				t.Fatalf("round %d %s lits %q: hits %v, want %v", round, r.name, r.lits, r.hits, want)
-			}
-			if r.runs && len(want) > 0 || r.runs && len(naiveRuns(content)) > 0 {
-				if fmt.Sprint(r.spans) != fmt.Sprint(naiveRuns(content)) {
-					t.Fatalf("round %d: runs %v, want %v", round, r.spans, naiveRuns(content))
+				if r.runs && len(want) > 0 || r.runs && len(naiveRuns(content)) > 0 {
+					if fmt.Sprint(r.spans) != fmt.Sprint(naiveRuns(content)) {
+						t.Fatalf("round %d pass %d: runs %v, want %v", round, pass, r.spans, naiveRuns(content))
+					}
 				}
 			}
 		}
@@ -300,4 +307,60 @@ func (d *confirmer) Interest() Interest {
 	return Interest{Literals: d.lits, Confirm: func(b []byte, off, lit int) bool {
 		return (off == 0 || b[off-1] == ' ') && bytes.HasPrefix(bytes.ToLower(b[off+2:]), []byte(" cfr"))
 	}}
+}
+
+// localRecorder is a Local detector that accumulates what every call handed it.
+type localRecorder struct {
+	recorder
+	calls int
+}
+
+func (d *localRecorder) Local() bool { return true }
+func (d *localRecorder) Detect(s *Scan, r *Reporter) {
+	d.calls++
+	d.hits = append(d.hits, s.Hits...)
+	d.spans = append(d.spans, s.DigitRuns...)
+}
+
+// TestSegmentsCoverEverything checks that a Local detector, called once per segment of a
+// large content, is handed every hit and digit run exactly once, including those that
+// straddle segment boundaries.
+func TestSegmentsCoverEverything(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	content := make([]byte, 3*segmentSize+777)
+	for i := range content {
+		content[i] = "ab 0123456789xyzAB-"[rng.IntN(19)]
+	}
+	for k := 1; k*segmentSize < len(content); k++ {
+		copy(content[k*segmentSize-3:], "xyzab1234567")
+	}
+	d := &localRecorder{recorder: recorder{name: "l", lits: []string{"xyzab", "b1"}, exact: []string{"AB-"}, runs: true}}
+	e, err := New(Config{FingerprintKey: testKey}, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.pf.td == nil {
+		t.Skip("no SIMD pass: contents are not segmented")
+	}
+	e.Classify(content)
+	if d.calls < 4 {
+		t.Fatalf("%d calls: not segmented", d.calls)
+	}
+	var want []Hit
+	for off := range content {
+		for li, l := range d.lits {
+			if bytes.HasPrefix(bytes.ToLower(content[off:min(len(content), off+len(l))]), []byte(l)) {
+				want = append(want, Hit{li, off})
+			}
+		}
+		if bytes.HasPrefix(content[off:], []byte("AB-")) {
+			want = append(want, Hit{2, off})
+		}
+	}
+	if !sameHits(d.hits, want) {
+		t.Fatalf("segmented hits differ: %d, want %d", len(d.hits), len(want))
+	}
+	if fmt.Sprint(d.spans) != fmt.Sprint(naiveRuns(content)) {
+		t.Fatalf("segmented runs differ: %d, want %d", len(d.spans), len(naiveRuns(content)))
+	}
 }

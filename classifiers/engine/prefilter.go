@@ -3,11 +3,20 @@ package engine
 import (
 	"bytes"
 	"fmt"
+	"math/bits"
 	"slices"
+
+	"github.com/ward-dlp/ward/classifiers/engine/teddy"
 )
 
 // prefilter finds every detector's literals and the long digit runs in one pass over the
 // content, without touching most bytes in Go code.
+//
+// On CPUs with AVX2 that pass is teddy's: all literals and all digits are found together
+// by one vector pass writing candidate and digit bitmaps, candidates are verified exactly,
+// and digit runs are read off the bitmap (scanTeddy). Elsewhere the sweeps below do it
+// with the Go runtime's vectorised bytes.IndexByte, one pass per distinct byte; a scalar
+// Teddy loop is slower than those sweeps.
 //
 // Each literal is represented by one "rare byte": the position in it whose byte is least
 // frequent in clinical text (byteCost), preferring bytes other literals already chose so
@@ -22,6 +31,7 @@ import (
 // measured slower on clinical prose: upper-case letters are too common there; see
 // docs/benchmarks-classifiers.md.)
 type prefilter struct {
+	td       *teddy.Matcher // nil without a SIMD kernel: the sweeps run instead
 	lits     []pfLit
 	sweeps   []pfSweep
 	wantRuns []bool // per detector
@@ -169,6 +179,17 @@ func newPrefilter(interests []Interest) (*prefilter, error) {
 	}
 	p.plan()
 	p.pairFilters()
+	tl := make([]teddy.Literal, len(p.lits))
+	for i, l := range p.lits {
+		tl[i] = teddy.Literal{Text: string(l.text), Fold: l.fold}
+	}
+	td, err := teddy.New(tl, teddy.Options{})
+	if err != nil {
+		return nil, err
+	}
+	if td.SIMD() {
+		p.td = td
+	}
 	return p, nil
 }
 
@@ -317,6 +338,94 @@ func (s *scratch) reset() {
 }
 
 func (p *prefilter) scan(content []byte, sc *scratch) {
+	if p.td != nil {
+		var st teddyState
+		p.scanTeddy(content, 0, len(content), &st, sc)
+	} else {
+		p.scanSweeps(content, sc)
+	}
+	for d := range sc.hits {
+		sortHits(sc.hits[d])
+	}
+}
+
+// sortHits restores offset order: both passes deliver hits out of it (by byte value, or
+// by window position when literals' windows sit at different offsets).
+func sortHits(h []Hit) {
+	if !slices.IsSortedFunc(h, cmpHit) {
+		slices.SortStableFunc(h, cmpHit)
+	}
+}
+
+// teddyState carries the digit-run state of scanTeddy from one range to the next.
+type teddyState struct {
+	prev uint64 // digit bitmap word before the range
+	next int    // digit runs ending before next have been recorded
+}
+
+// teddyBlock is how many bitmap words one kernel call fills (4 KiB of content), small
+// enough to stay in L1 with the content it describes.
+const teddyBlock = 64
+
+// scanTeddy verifies every candidate of the vector pass and reads the digit runs off its
+// digit bitmap: a run of MinDigitRun digits ends at every set bit of d & d<<1 & d<<2 &
+// d<<3 (carrying the previous word's top bits), and each such run is grown in the content
+// once.
+//
+// It covers window positions [from, to); from is 0 or where the previous range ended, and
+// to is a multiple of 64 or len(content).
+func (p *prefilter) scanTeddy(content []byte, from, to int, st *teddyState, sc *scratch) {
+	var cw, dw [teddyBlock]uint64
+	var buf [16]teddy.Match
+	prev, next := st.prev, st.next
+	defer func() { st.prev, st.next = prev, next }()
+	for base := from; base < to; base += 64 * teddyBlock {
+		words := min(teddyBlock, (to-base+63)/64)
+		n := min(p.td.Bitmaps(content, base, cw[:words], dw[:words]), to-base)
+		for w := range (n + 63) / 64 {
+			at := base + 64*w
+			for c := cw[w]; c != 0; c &= c - 1 {
+				for _, m := range p.td.MatchAt(content, at+bits.TrailingZeros64(c), buf[:0]) {
+					p.record(&p.lits[m.Literal], m.Start, content, sc)
+				}
+			}
+			if !p.anyRuns {
+				continue
+			}
+			d := dw[w]
+			e4 := d & (d<<1 | prev>>63) & (d<<2 | prev>>62) & (d<<3 | prev>>61)
+			prev = d
+			if next > at {
+				if next-at >= 64 {
+					continue
+				}
+				e4 &^= 1<<(next-at) - 1
+			}
+			for e4 != 0 {
+				i := at + bits.TrailingZeros64(e4)
+				s, e := i-3, i+1
+				for s > 0 && content[s-1]-'0' < 10 {
+					s--
+				}
+				for e < len(content) && content[e]-'0' < 10 {
+					e++
+				}
+				if e-s <= maxDigitRun {
+					sc.runs = append(sc.runs, Span{s, e})
+				}
+				next = e
+				if e-at >= 64 {
+					break
+				}
+				e4 &^= 1<<(e-at) - 1
+			}
+		}
+	}
+}
+
+// scanSweeps is the portable pass: one IndexByte sweep per distinct anchor byte, dense
+// bytes in one table pass, then the digit runs.
+func (p *prefilter) scanSweeps(content []byte, sc *scratch) {
 	var dense [256]uint8 // sweep index + 1 of bytes too common for their own sweep
 	anyDense := false
 	if len(content) >= denseMinContent {
@@ -338,12 +447,6 @@ func (p *prefilter) scan(content []byte, sc *scratch) {
 	}
 	if p.anyRuns {
 		digitRuns(content, sc)
-	}
-	// Sweeps deliver hits byte value by byte value; restore offset order per detector.
-	for d := range sc.hits {
-		if h := sc.hits[d]; !slices.IsSortedFunc(h, cmpHit) {
-			slices.SortStableFunc(h, cmpHit)
-		}
 	}
 }
 

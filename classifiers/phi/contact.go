@@ -20,6 +20,9 @@ func NewPhone() *Phone { return NewPhoneFrom(defs.MustBuiltin("phi.phone")) }
 func NewPhoneFrom(d defs.Definition) *Phone { return &Phone{ctx: newKeywordContext(d)} }
 
 // Name implements engine.Detector.
+// Local implements engine.Local: each occurrence is validated around one anchor.
+func (*Phone) Local() bool { return true }
+
 func (*Phone) Name() string { return "phi.phone" }
 
 // Interest implements engine.Detector.

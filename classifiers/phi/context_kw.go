@@ -21,29 +21,37 @@ func newKeywordContext(d defs.Definition) keywordContext {
 // name is the evidence name of the detector's keyword k.
 func (c *keywordContext) name(k int) string { return c.own[k].Name }
 
-// contextCursor answers one detector's keyword questions about one content.
+// contextCursor answers one detector's keyword questions about one content. Detectors ask
+// in offset order, so a defs.Cursor reads each byte once however much the windows overlap.
 type contextCursor struct {
-	c *keywordContext
-	b []byte
+	c   *keywordContext
+	cur defs.Cursor
 }
 
 func (c *keywordContext) cursor(s *engine.Scan) contextCursor {
-	return contextCursor{c: c, b: s.Content}
+	return contextCursor{c: c, cur: c.set.Cursor(s.Content)}
 }
 
 // find returns the keyword nearest the start of the window around [start, end), or -1.
-// (A cursor that remembered scanned windows was measured slower: keywords usually sit
-// right before the value, where a direct search stops early.)
 func (cc *contextCursor) find(start, end int) int {
 	hi := start
 	if cc.c.after > 0 {
 		hi = end + cc.c.after
 	}
-	return cc.c.set.Find(cc.b, start-cc.c.before, hi)
+	return cc.cur.Find(start-cc.c.before, hi)
 }
 
-// any reports whether one of the detector's keywords starts within keyword_before bytes
-// before [lo, hi) or inside it: a cheap superset test before parsing a candidate.
-func (cc *contextCursor) any(lo, hi int) bool {
-	return cc.c.set.Find(cc.b, lo-cc.c.before, hi) >= 0
+// last returns the keyword starting last in [lo, hi), its start and its end, or k -1: the
+// keyword nearest a value is the one that vouches for it.
+func (cc *contextCursor) last(lo, hi int) (k, start, end int) {
+	k, start = cc.cur.Last(lo, hi)
+	if k < 0 {
+		return -1, -1, -1
+	}
+	return k, start, start + cc.c.set.TextLen(k)
+}
+
+// anyIn reports whether a keyword starts in [lo, hi).
+func (cc *contextCursor) anyIn(lo, hi int) bool {
+	return cc.cur.Find(lo, hi) >= 0
 }

@@ -19,6 +19,9 @@ func NewNPI() *NPI { return NewNPIFrom(defs.MustBuiltin("phi.npi")) }
 func NewNPIFrom(d defs.Definition) *NPI { return &NPI{ctx: newKeywordContext(d)} }
 
 // Name implements engine.Detector.
+// Local implements engine.Local: each occurrence is validated around one anchor.
+func (*NPI) Local() bool { return true }
+
 func (*NPI) Name() string { return "phi.npi" }
 
 // Interest implements engine.Detector.
@@ -60,6 +63,9 @@ func NewDEA() *DEA { return NewDEAFrom(defs.MustBuiltin("phi.dea")) }
 func NewDEAFrom(d defs.Definition) *DEA { return &DEA{ctx: newKeywordContext(d)} }
 
 // Name implements engine.Detector.
+// Local implements engine.Local: each occurrence is validated around one anchor.
+func (*DEA) Local() bool { return true }
+
 func (*DEA) Name() string { return "phi.dea" }
 
 // Interest implements engine.Detector.

@@ -19,66 +19,107 @@ func NewDOB() *DOB { return NewDOBFrom(defs.MustBuiltin("phi.dob")) }
 func NewDOBFrom(d defs.Definition) *DOB { return &DOB{ctx: newKeywordContext(d)} }
 
 // Name implements engine.Detector.
+// Local implements engine.Local: each occurrence is validated around one anchor.
+func (*DOB) Local() bool { return true }
+
 func (*DOB) Name() string { return "phi.dob" }
 
-// Interest implements engine.Detector: four-digit years come from the digit runs; dates
-// with two-digit years are read after an upper-case DOB label.
+// Interest implements engine.Detector: four-digit years and compact dates come from the
+// digit runs; dates with two-digit years are read after a "DOB" or "D.O.B" label.
 func (*DOB) Interest() engine.Interest {
-	return engine.Interest{DigitRuns: true, Exact: []string{"DOB", "D.O.B", "Dob"}}
+	return engine.Interest{DigitRuns: true, Literals: []string{"dob", "d.o.b"}}
 }
 
-// Detect implements engine.Detector.
+// Detect implements engine.Detector. A keyword vouches for the first date after it only:
+// "DOB: 01/02/1970, visit 03/04/2024" reports the birth date, not the visit.
 func (d *DOB) Detect(s *engine.Scan, r *engine.Reporter) {
 	b := s.Content
-	kc := d.ctx.cursor(s)
+	kh := d.ctx.cursor(s)
 	reported := -1
-	report := func(start, end int, ymd [8]byte, kw string) {
-		if start <= reported {
+	try := func(st, en int, ymd [8]byte) {
+		if st <= reported {
 			return
 		}
-		reported = start
-		r.Identifier(engine.PHI, 80, start, yearOnly(ymd), ymd[:], "date keyword="+kw)
+		k, _, kend := kh.last(st-d.ctx.before, st)
+		if k < 0 || kend > st || dateBetween(b, kend, st) {
+			return
+		}
+		reported = st
+		r.Identifier(engine.PHI, 80, st, yearOnly(ymd), ymd[:], "date keyword="+d.ctx.name(k))
 	}
-	hits := s.Hits
+	// Two-digit-year dates ("D.O.B 4/12/85") are read only right after a label; dates
+	// with a four-digit year are found from their year's run, so each date has exactly
+	// one anchor (what engine.Local promises).
+	labels := s.Hits
+	nextLabel := func(before int) {
+		for len(labels) > 0 && labels[0].Off < before {
+			if st, en, ymd, ok := dateAfter(b, labels[0].Off, 24); ok && longestDigits(b[st:en]) < 4 {
+				try(st, en, ymd)
+			}
+			labels = labels[1:]
+		}
+	}
 	for _, run := range s.DigitRuns {
-		if run.End-run.Start == 8 {
+		n := run.End - run.Start
+		if n != 4 && n != 8 {
+			continue
+		}
+		nextLabel(run.Start)
+		// A date containing this run starts at most dateLead bytes before it, so a birth
+		// keyword must be before that: most dates in notes (visits, orders) have none and
+		// are not parsed at all.
+		if !kh.anyIn(run.Start-dateLead-d.ctx.before, run.Start) {
+			continue
+		}
+		if n == 8 {
 			// yyyymmdd: CDA birthTime, X12 DMG*D8, HL7 v2 PID-7.
 			if ymd, ok := compactDate(b[run.Start:run.End]); ok {
-				if kw := kc.find(run.Start, run.End); kw >= 0 {
-					report(run.Start, run.End, ymd, d.ctx.name(kw))
-				}
+				try(run.Start, run.End, ymd)
 			}
 			continue
 		}
-		if run.End-run.Start != 4 {
+		if st, en, ymd, ok := dateAround(b, run); ok {
+			try(st, en, ymd)
+		}
+	}
+	nextLabel(len(b) + 1)
+}
+
+// longestDigits is the length of the longest run of ASCII digits in b.
+func longestDigits(b []byte) int {
+	best, n := 0, 0
+	for _, c := range b {
+		if isDigit(c) {
+			n++
+			best = max(best, n)
+		} else {
+			n = 0
+		}
+	}
+	return best
+}
+
+// dateBetween reports whether a date (any form DOB reads) starts and ends in b[from:to].
+func dateBetween(b []byte, from, to int) bool {
+	for i := max(from, 0); i < to; i++ {
+		if !isDigit(b[i]) || i > 0 && isDigit(b[i-1]) {
 			continue
 		}
-		// Report two-digit-year dates after labels that come before this run.
-		for len(hits) > 0 && hits[0].Off < run.Start {
-			if st, en, ymd, ok := dateAfter(b, hits[0].Off, 24); ok {
-				report(st, en, ymd, "dob")
+		if _, en, _, ok := numericDate(b, i); ok && en <= to {
+			return true
+		}
+		switch n := digitsAfter(b, i); {
+		case n == 8 && i+8 <= to:
+			if _, ok := compactDate(b[i : i+8]); ok {
+				return true
 			}
-			hits = hits[1:]
-		}
-		// A date containing this run starts at most dateLead bytes before it, so a birth
-		// keyword must be in this wider window; most dates in notes (visits, orders) have
-		// none and are not parsed at all.
-		if !kc.any(run.Start-dateLead, run.Start) {
-			continue
-		}
-		st, en, ymd, ok := dateAround(b, run)
-		if !ok {
-			continue
-		}
-		if kw := kc.find(st, en); kw >= 0 {
-			report(st, en, ymd, d.ctx.name(kw))
+		case n == 4 && i+4 <= to:
+			if _, en, _, ok := dateAround(b, engine.Span{Start: i, End: i + 4}); ok && en <= to {
+				return true
+			}
 		}
 	}
-	for _, h := range hits {
-		if st, en, ymd, ok := dateAfter(b, h.Off, 24); ok {
-			report(st, en, ymd, "dob")
-		}
-	}
+	return false
 }
 
 // dateLead bounds how far before its year (or ISO start) a date begins ("September 30, ").
@@ -282,25 +323,40 @@ func NewMRN() *MRN { return NewMRNFrom(defs.MustBuiltin("phi.mrn")) }
 func NewMRNFrom(d defs.Definition) *MRN { return &MRN{ctx: newKeywordContext(d)} }
 
 // Name implements engine.Detector.
+// Local implements engine.Local: each occurrence is validated around one anchor.
+func (*MRN) Local() bool { return true }
+
 func (*MRN) Name() string { return "phi.mrn" }
 
 // Interest implements engine.Detector.
 func (*MRN) Interest() engine.Interest { return engine.Interest{DigitRuns: true} }
 
-// Detect implements engine.Detector.
+// Detect implements engine.Detector. The keyword vouches for the first identifier after it
+// only: in "MRN: 00482913 DOB: 01/02/1970" the year is not an MRN.
 func (d *MRN) Detect(s *engine.Scan, r *engine.Reporter) {
 	b := s.Content
-	kc := d.ctx.cursor(s)
-	last := -1
+	kh := d.ctx.cursor(s)
 	for _, run := range s.DigitRuns {
-		lo, hi := run.Start, run.End
+		// Most runs in notes are dates: a run right after or before a '/' or '.' between
+		// digits is a date component and is rejected before any keyword search; for the
+		// others, a keyword must start within 24 bytes (the longest token lead) plus
+		// keyword_before before the run.
+		st, en := run.Start, run.End
+		if st >= 2 && (b[st-1] == '/' || b[st-1] == '.') && isDigit(b[st-2]) ||
+			en+1 < len(b) && (b[en] == '/' || b[en] == '.') && isDigit(b[en+1]) ||
+			!kh.anyIn(st-24-d.ctx.before, st) {
+			continue
+		}
+		lo, hi := st, en
 		for lo > 0 && hi-lo < 24 && (isLetter(b[lo-1]) || isDigit(b[lo-1]) || b[lo-1] == '-' && lo >= 2 && (isLetter(b[lo-2]) || isDigit(b[lo-2]))) {
 			lo--
 		}
 		for hi < len(b) && hi-lo < 24 && (isDigit(b[hi]) || isUpper(b[hi]) || b[hi] == '-' && hi+1 < len(b) && isDigit(b[hi+1])) {
 			hi++
 		}
-		if lo <= last || hi-lo > 20 || hi < len(b) && (isLetter(b[hi]) || isDigit(b[hi])) {
+		// A token with two runs ("0048-8812") is reported from its first: runs are
+		// anchors of their own (engine.Local), the token is one identifier.
+		if hi-lo > 20 || hi < len(b) && (isLetter(b[hi]) || isDigit(b[hi])) || longestDigits(b[lo:run.Start]) >= engine.MinDigitRun {
 			continue
 		}
 		letters := 0
@@ -309,17 +365,42 @@ func (d *MRN) Detect(s *engine.Scan, r *engine.Reporter) {
 				letters++
 			}
 		}
-		if letters > 4 {
+		if letters > 4 || partOfDate(b, lo, hi) {
 			continue
 		}
-		kw := kc.find(lo, hi)
-		if kw < 0 {
+		k, _, kend := kh.last(lo-d.ctx.before, lo)
+		if k < 0 || kend > lo || hasDigit(b[kend:lo]) {
 			continue
 		}
-		last = hi
 		norm := bytes.ToUpper(bytes.ReplaceAll(b[lo:hi], []byte("-"), nil))
-		r.Identifier(engine.PHI, 75, lo, b[lo:hi], norm, "mrn keyword="+d.ctx.name(kw))
+		r.Identifier(engine.PHI, 75, lo, b[lo:hi], norm, "mrn keyword="+d.ctx.name(k))
 	}
+}
+
+// partOfDate reports whether the token b[lo:hi] is a date or a component of one
+// ("1970-01-02", the year of "01/02/1970", the day of "02/01.").
+func partOfDate(b []byte, lo, hi int) bool {
+	if lo >= 2 && (b[lo-1] == '/' || b[lo-1] == '.') && isDigit(b[lo-2]) {
+		return true
+	}
+	if hi+1 < len(b) && (b[hi] == '/' || b[hi] == '.') && isDigit(b[hi+1]) {
+		return true
+	}
+	// A whole date as the token ("2026-09-14"): it has a '-' between digits.
+	if bytes.IndexByte(b[lo:hi], '-') < 0 {
+		return false
+	}
+	_, en, _, ok := numericDate(b, lo)
+	return ok && en == hi
+}
+
+func hasDigit(b []byte) bool {
+	for _, c := range b {
+		if isDigit(c) {
+			return true
+		}
+	}
+	return false
 }
 
 // Address finds US postal addresses: a ZIP (or ZIP+4) after a state code, with a street
@@ -348,6 +429,9 @@ func NewAddressFrom(d defs.Definition) *Address {
 }
 
 // Name implements engine.Detector.
+// Local implements engine.Local: each occurrence is validated around one anchor.
+func (*Address) Local() bool { return true }
+
 func (*Address) Name() string { return "phi.address" }
 
 // Interest implements engine.Detector.

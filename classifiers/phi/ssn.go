@@ -37,6 +37,9 @@ func NewSSNFrom(def defs.Definition) *SSN {
 }
 
 // Name implements engine.Detector.
+// Local implements engine.Local: each occurrence is validated around one anchor.
+func (*SSN) Local() bool { return true }
+
 func (*SSN) Name() string { return "phi.ssn" }
 
 // Interest implements engine.Detector. Keywords are not anchors: they are looked up only

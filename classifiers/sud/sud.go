@@ -24,13 +24,13 @@ const (
 // Codes is the untagged SUD evidence detector. Its code lists and context words are data
 // (definition sud.codes) so an organisation can follow list updates without a release.
 type Codes struct {
-	// medications are MOUD names matched in any case (names with a rare letter, x or z);
-	// medicationsExact are matched as spelled (capitalised or upper case), because their
-	// letters are all common in prose and a case-insensitive anchor on them would cost the
-	// shared pass more than every other detector together. Lower-case "methadone" in
-	// narrative is therefore not seen (see docs/benchmarks-classifiers.md).
+	// medications are MOUD names (generic and brand) matched in any case at word
+	// boundaries: "started methadone", "SUBOXONE 8/2", "Vivitrol". They are case-folded
+	// prefilter literals, which the vector pass finds at no extra cost per byte.
+	// medicationsExact are matched as spelled (an organisation's override may need a name
+	// that is also a common word in another case).
 	medications, medicationsExact   []string
-	hcpcs, snomed, rxnorm, taxonomy codeSet
+	hcpcs, snomed, rxnorm, taxonomy *codeSet
 	// codeContext, snomedContext and rxnormContext are lower-case words that make a bare
 	// number a code: within keyword_before bytes before it or keyword_after after.
 	codeContext, snomedContext, rxnormContext *defs.KeywordSet
@@ -44,14 +44,10 @@ func NewCodes() *Codes { return NewCodesFrom(defs.MustBuiltin("sud.codes")) }
 // snomed, rxnorm, taxonomy, medications, medications_exact, snomed_context and
 // rxnorm_context; keywords are the code-context words.
 func NewCodesFrom(d defs.Definition) *Codes {
-	set := func(name string) codeSet {
-		cs := codeSet{m: map[string]bool{}}
+	set := func(name string) *codeSet {
+		cs := &codeSet{m: map[string]bool{}}
 		for _, c := range d.List(name) {
-			cs.m[c] = true
-			if len(c) < 64 {
-				cs.lens |= 1 << len(c)
-			}
-			cs.first[c[0]] = true
+			cs.add(c)
 		}
 		return cs
 	}
@@ -77,19 +73,46 @@ func NewCodesFrom(d defs.Definition) *Codes {
 	return c
 }
 
+// Local implements engine.Local: each code or name is validated around its own anchor.
+func (*Codes) Local() bool { return true }
+
 // Name implements engine.Detector.
 func (*Codes) Name() string { return "sud.codes" }
 
-// anchors are case-sensitive code prefixes and keywords; each is validated in place.
-var anchors = []string{
-	"F1", "F55", "R78", "Z71", "HZ", // ICD-10-CM / ICD-10-PCS
-	"DRG",           // MS-DRG 522, 523, 895-897
-	"ICD-9", "ICD9", // ICD-9-CM 291-305 only with this context
+// anchorKind says what a case-sensitive anchor starts.
+type anchorKind uint8
+
+const (
+	anchorICD10 anchorKind = iota
+	anchorPCS
+	anchorDRG
+	anchorICD9
+)
+
+// anchors are case-sensitive code prefixes and keywords; each is validated in place. The
+// ICD-10 and PCS prefixes carry their first digit (F10..F19 without F17, HZ2..HZ9): three
+// bytes are far rarer in prose than "F1" or "HZ" ("HR 76", "FL 1"), which keeps them from
+// widening the prefilter's candidate buckets.
+var anchors = []struct {
+	text string
+	kind anchorKind
+}{
+	{"F10", anchorICD10}, {"F11", anchorICD10}, {"F12", anchorICD10}, {"F13", anchorICD10}, {"F14", anchorICD10},
+	{"F15", anchorICD10}, {"F16", anchorICD10}, {"F18", anchorICD10}, {"F19", anchorICD10},
+	{"F55", anchorICD10}, {"R78", anchorICD10}, {"Z71", anchorICD10}, // ICD-10-CM
+	{"HZ2", anchorPCS}, {"HZ3", anchorPCS}, {"HZ4", anchorPCS}, {"HZ5", anchorPCS}, {"HZ6", anchorPCS},
+	{"HZ8", anchorPCS}, {"HZ9", anchorPCS}, // ICD-10-PCS
+	{"DRG", anchorDRG},                          // MS-DRG 522, 523, 895-897
+	{"ICD-9", anchorICD9}, {"ICD9", anchorICD9}, // ICD-9-CM 291-305 only with this context
 }
 
 // Interest implements engine.Detector.
 func (c *Codes) Interest() engine.Interest {
-	return engine.Interest{Literals: c.medications, Exact: append(append([]string{}, c.medicationsExact...), anchors...), DigitRuns: true}
+	exact := append([]string{}, c.medicationsExact...)
+	for _, a := range anchors {
+		exact = append(exact, a.text)
+	}
+	return engine.Interest{Literals: c.medications, Exact: exact, DigitRuns: true}
 }
 
 // medicationName returns the MOUD name of hit literal i, or "".
@@ -116,9 +139,8 @@ func (c *Codes) Detect(s *engine.Scan, r *engine.Reporter) {
 			}
 			continue
 		}
-		a := anchors[h.Literal-len(c.medications)-len(c.medicationsExact)]
-		switch a {
-		case "F1", "F55", "R78", "Z71":
+		switch anchors[h.Literal-len(c.medications)-len(c.medicationsExact)].kind {
+		case anchorICD10:
 			if code, end, ok := icd10(b, h.Off); ok {
 				// An undotted "F10" alone is as likely a key or form name: below the
 				// threshold at which Probable uses it.
@@ -128,12 +150,12 @@ func (c *Codes) Detect(s *engine.Scan, r *engine.Reporter) {
 				}
 				r.Label(engine.PHI, conf, h.Off, "icd10:"+code, "icd10|"+code, "SUD-related: ICD-10-CM "+code)
 			}
-		case "HZ":
+		case anchorPCS:
 			if end := h.Off + 7; end <= len(b) && pcs(b[h.Off:end]) && boundary(b, h.Off, end) {
 				code := string(b[h.Off:end])
 				r.Label(engine.PHI, confCode, h.Off, "icd10pcs:"+code, "icd10pcs|"+code, "SUD-related: ICD-10-PCS "+code)
 			}
-		case "DRG":
+		case anchorDRG:
 			for i := h.Off + 3; i < min(len(b), h.Off+20); i++ {
 				if isDigit(b[i]) && !isDigit(b[i-1]) {
 					if i+3 <= len(b) && (i+3 == len(b) || !isDigit(b[i+3])) {
@@ -146,7 +168,7 @@ func (c *Codes) Detect(s *engine.Scan, r *engine.Reporter) {
 					break
 				}
 			}
-		case "ICD-9", "ICD9":
+		case anchorICD9:
 			icd9(b, h.Off, r)
 		}
 	}
@@ -163,17 +185,18 @@ func (c *Codes) Detect(s *engine.Scan, r *engine.Reporter) {
 				}
 				r.Label(engine.PHI, conf, st-1, "hcpcs:"+code, "hcpcs|"+code, "SUD-related: HCPCS "+code)
 			}
-		case n == 5 && boundary(b, st, en) && c.hcpcs.hasBytes(b[st:en]) && codeCtx.near(st):
+		case n == 5 && c.hcpcs.hasBytes(b[st:en]) && boundary(b, st, en) && codeCtx.near(st):
 			code := string(b[st:en])
 			r.Label(engine.PHI, confCode, st, "cpt:"+code, "cpt|"+code, "SUD-related: CPT "+code)
-		case n >= 4 && n <= 10 && boundary(b, st, en) && c.snomed.hasBytes(b[st:en]) && snomedCtx.near(st):
+		case n >= 4 && n <= 10 && c.snomed.hasBytes(b[st:en]) && boundary(b, st, en) && snomedCtx.near(st):
 			code := string(b[st:en])
 			r.Label(engine.PHI, confCode, st, "snomed:"+code, "snomed|"+code, "SUD-related: SNOMED CT "+code)
-		case n >= 4 && n <= 6 && boundary(b, st, en) && c.rxnorm.hasBytes(b[st:en]) && rxnormCtx.near(st):
+		case n >= 4 && n <= 6 && c.rxnorm.hasBytes(b[st:en]) && boundary(b, st, en) && rxnormCtx.near(st):
 			code := string(b[st:en])
 			r.Label(engine.PHI, confWeak+5, st, "rxnorm:"+code, "rxnorm|"+code, "SUD-related: RxNorm MOUD "+code)
-		default:
-			// Taxonomy codes: ten characters ending in X that contain this run.
+		case en < len(b) && isUpper(b[en]):
+			// Taxonomy codes: ten characters ending in X that contain this run, so an
+			// upper-case letter (at the latest the X) follows it.
 			lo := st
 			for lo > 0 && st-lo < 6 && (isDigit(b[lo-1]) || isUpper(b[lo-1])) {
 				lo--
@@ -291,16 +314,36 @@ func hasDot(b []byte) bool {
 	return false
 }
 
-// codeSet is a code list with a length and first-byte precheck: most digit runs in a
-// document are dates, phone numbers and amounts, rejected before hashing.
+// codeSet is a code list with a length and first-two-bytes precheck: most digit runs in a
+// document are dates, phone numbers and amounts ("1967" shares its length and first byte
+// with RxNorm 1819, not its first two bytes), rejected before hashing.
 type codeSet struct {
 	m     map[string]bool
 	lens  uint64
-	first [256]bool
+	pairs [256][4]uint64 // pairs[v[0]] has bit v[1] (0 for one-byte codes)
+}
+
+func (cs *codeSet) add(c string) {
+	cs.m[c] = true
+	if len(c) < 64 {
+		cs.lens |= 1 << len(c)
+	}
+	var second byte
+	if len(c) > 1 {
+		second = c[1]
+	}
+	cs.pairs[c[0]][second>>6] |= 1 << (second & 63)
 }
 
 func (cs *codeSet) hasBytes(v []byte) bool {
-	return len(v) > 0 && len(v) < 64 && cs.lens&(1<<len(v)) != 0 && cs.first[v[0]] && cs.m[string(v)]
+	if len(v) == 0 || len(v) >= 64 || cs.lens&(1<<len(v)) == 0 {
+		return false
+	}
+	var second byte
+	if len(v) > 1 {
+		second = v[1]
+	}
+	return cs.pairs[v[0]][second>>6]&(1<<(second&63)) != 0 && cs.m[string(v)]
 }
 
 // contextCursor says whether a context word (a code-system name, a claim segment, a
