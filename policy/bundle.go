@@ -64,6 +64,11 @@ type Bundle struct {
 	Rules      []Rule
 	Exceptions []Exception
 	Consents   []Consent
+	// Sanctioning, when set, delegates apps' sanctioned status to the collector's
+	// sanctioning key (sanctioning.go); nil keeps the apps list as the only source.
+	Sanctioning *Sanctioning
+	// Network lists what the agent refuses on the network (network.go).
+	Network NetworkPolicy
 }
 
 // App is an application the policy knows: how to recognise it and whether the clinic
@@ -130,7 +135,7 @@ type Consent struct {
 }
 
 var (
-	topKeys       = []string{"name", "version", "description", "mode", "targets", "data_classes", "apps", "rules", "exceptions", "consents"}
+	topKeys       = []string{"name", "version", "description", "mode", "targets", "data_classes", "apps", "rules", "exceptions", "consents", "sanctioning", "network"}
 	ruleKeys      = []string{"id", "description", "when", "then", "monitor", "consent", "compliance", "mass_export"}
 	thenKeys      = []string{"action", "severity"}
 	massKeys      = []string{"class", "records", "bytes", "window"}
@@ -211,6 +216,9 @@ func parse(file string, src []byte) (*Bundle, *decoder) {
 	for i, an := range d.list(f["apps"], "apps", maxApps) {
 		b.Apps = append(b.Apps, d.app(an, fmt.Sprintf("apps[%d]", i)))
 	}
+	if n := f["sanctioning"]; n != nil {
+		b.Sanctioning = d.sanctioning(n)
+	}
 	seen := map[string]bool{}
 	for i, an := range b.Apps {
 		if an.Name != "" && seen[an.Name] {
@@ -250,6 +258,9 @@ func parse(file string, src []byte) (*Bundle, *decoder) {
 		}
 		cids[c.ID] = true
 		b.Consents = append(b.Consents, c)
+	}
+	if n := f["network"]; n != nil {
+		b.Network = d.network(n, b, ids)
 	}
 	return b, d
 }

@@ -41,11 +41,14 @@ var attributes = [...]attribute{
 	{"destination.path", cel.StringType, maxStrLen, "destination file or mount path"},
 	{"destination.domain", cel.StringType, 253, "destination domain (network apps)"},
 	{"destination.org", cel.StringType, maxElemLen, "receiving organisation, when known"},
+	{"destination.address", cel.StringType, 45, "remote IP address (network sends)"},
+	{"destination.port", cel.IntType, 0, "remote port (network sends)"},
 	{"app.name", cel.StringType, 128, "application name from the bundle's apps list or the sensor"},
 	{"app.category", cel.StringType, 128, "application category, e.g. generative-ai, cloud-storage, consumer-video, video-conferencing"},
 	{"app.sanctioned", cel.BoolType, 0, "whether the bundle sanctions the app (false for unknown apps)"},
 	{"app.purpose", cel.StringType, 64, "disclosure purpose the app serves (treatment, payment, operations)"},
 	{"network.evasion", cel.ListType(cel.StringType), 8, "evasion techniques seen: doh, ech"},
+	{"network.direction", cel.StringType, 16, "send or receive (TLS plaintext)"},
 	{"file.path", cel.StringType, maxStrLen, "path of the file written"},
 	{"file.ext", cel.StringType, 32, "lower-case extension without the dot"},
 	{"file.media", cel.StringType, 16, "audio, video, image, document, archive or empty"},
@@ -58,6 +61,8 @@ var attributes = [...]attribute{
 	{"user.groups", cel.ListType(cel.StringType), 64, "the user's groups"},
 	{"host.name", cel.StringType, 253, "host name"},
 	{"host.tags", cel.ListType(cel.StringType), 32, "tags from the agent config, e.g. clinical"},
+	{"lineage.classes", cel.ListType(cel.StringType), 8, "classes of the tagged files the process (or the ancestor that started it) read: part2, phi"},
+	{"lineage.sources", cel.ListType(cel.StringType), 16, "paths of those files"},
 	{"time", cel.TimestampType, 0, "when the activity happened"},
 }
 

@@ -46,6 +46,20 @@ func TestDefaultPackDecisionTable(t *testing.T) {
 			x.Classes[ClassPart2] = 40
 			x.Destination = Destination{Kind: DestRemovableMedia}
 		}), "audit-record", ActionRecord, SeverityInfo, "record"},
+		{"a tainted writer's clean copy on removable media alerts", in(func(x *Input) {
+			x.Classes[ClassPart2] = 60 // the lineage match, below the detection threshold
+			x.Lineage = Lineage{Classes: []string{"part2"}, Sources: []string{"/srv/exports/chart.xml"}}
+			x.Destination = Destination{Kind: DestRemovableMedia, Path: "/media/usb0/chart.xml.gpg"}
+		}), "lineage-removable-media", ActionAlert, SeverityHigh, "alert"},
+		{"a tainted writer copying recognised part2 to removable media: the content block wins", in(func(x *Input) {
+			x.Classes[ClassPart2] = 95
+			x.Lineage = Lineage{Classes: []string{"part2"}}
+			x.Destination = Destination{Kind: DestRemovableMedia}
+		}), "part2-removable-media", ActionBlock, SeverityCritical, "block"},
+		{"a tainted writer in a watched path is recorded", in(func(x *Input) {
+			x.Classes[ClassPart2] = 60
+			x.Lineage = Lineage{Classes: []string{"part2"}}
+		}), "audit-record", ActionRecord, SeverityInfo, "record"},
 		{"phi to removable media alerts", in(func(x *Input) {
 			x.Classes[ClassPHI] = 80
 			x.Destination = Destination{Kind: DestRemovableMedia}

@@ -407,6 +407,10 @@ func (a *activation) resolve(name string) ref.Val {
 		return types.String(bound(toLowerASCII(in.Destination.Domain), 253))
 	case "destination.org":
 		return types.String(bound(in.Destination.Org, maxElemLen))
+	case "destination.address":
+		return types.String(bound(in.Destination.Address, 45))
+	case "destination.port":
+		return types.Int(in.Destination.Port)
 	case "app.name":
 		return types.String(bound(a.appInfo().Name, 128))
 	case "app.category":
@@ -417,6 +421,8 @@ func (a *activation) resolve(name string) ref.Val {
 		return types.String(bound(a.appInfo().Purpose, 64))
 	case "network.evasion":
 		return stringList(in.Network.Evasion, 8)
+	case "network.direction":
+		return types.String(bound(in.Network.Direction, 16))
 	case "file.path":
 		return types.String(bound(in.File.Path, maxStrLen))
 	case "file.ext":
@@ -443,6 +449,10 @@ func (a *activation) resolve(name string) ref.Val {
 		return types.String(bound(in.Host.Name, 253))
 	case "host.tags":
 		return stringList(in.Host.Tags, 32)
+	case "lineage.classes":
+		return stringList(in.Lineage.Classes, 8)
+	case "lineage.sources":
+		return stringList(in.Lineage.Sources, 16)
 	case "time":
 		return types.Timestamp{Time: a.now}
 	}

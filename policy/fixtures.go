@@ -138,15 +138,18 @@ func (d *decoder) fixtureInput(n *yaml.Node, what string, in *Input) {
 	in.Records, in.Bytes = num("data.records"), num("data.bytes")
 	in.Document = str("data.document", 64)
 	in.Destination = Destination{Kind: str("destination.kind", 32), Path: str("destination.path", maxStrLen),
-		Domain: str("destination.domain", 253), Org: str("destination.org", maxElemLen)}
+		Domain: str("destination.domain", 253), Org: str("destination.org", maxElemLen),
+		Address: str("destination.address", 45), Port: num("destination.port")}
 	in.App = AppInput{Name: str("app.name", 128), Category: str("app.category", 128), Purpose: str("app.purpose", 64)}
 	if v := f["app.sanctioned"]; v != nil {
 		in.App.Sanctioned = d.boolean(v, what+".app.sanctioned")
 	}
 	in.Network.Evasion = list("network.evasion")
+	in.Network.Direction = str("network.direction", 16)
 	in.File = File{Path: str("file.path", maxStrLen), Ext: str("file.ext", 32), Media: str("file.media", 16)}
 	in.Process = Process{Exe: str("process.exe", maxStrLen), Name: str("process.name", maxElemLen), Hash: str("process.hash", 64), Args: list("process.args")}
 	in.User = User{Name: str("user.name", maxElemLen), UID: num("user.uid"), Groups: list("user.groups")}
+	in.Lineage = Lineage{Classes: list("lineage.classes"), Sources: list("lineage.sources")}
 	in.Host = Host{Name: str("host.name", 253), Tags: list("host.tags")}
 }
 

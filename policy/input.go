@@ -32,6 +32,15 @@ type Input struct {
 	Process     Process
 	User        User
 	Host        Host
+	Lineage     Lineage
+}
+
+// Lineage is the regulated data the acting process may carry because it, or the ancestor
+// that started it, read a file known to hold it (lineage.*): the classes (lineage.classes,
+// e.g. ["part2"]) and the source files' paths (lineage.sources). Empty for a clean process.
+type Lineage struct {
+	Classes []string
+	Sources []string
 }
 
 // Destination is where the content is going (destination.*).
@@ -41,6 +50,10 @@ type Destination struct {
 	Path   string
 	Domain string
 	Org    string
+	// Address and Port are the remote endpoint of a network send (destination.address,
+	// destination.port); Address is an IP literal, IPv4 without the ::ffff: prefix.
+	Address string
+	Port    int64
 }
 
 // AppInput is the application involved (app.*). When Name is empty the policy recognises the
@@ -56,6 +69,8 @@ type AppInput struct {
 // as "doh" (DNS over HTTPS to an unsanctioned resolver) and "ech" (Encrypted Client Hello).
 type Network struct {
 	Evasion []string
+	// Direction is "send" or "receive" for TLS plaintext (network.direction).
+	Direction string
 }
 
 // File is the file written (file.*): Ext is the lower-case extension without the dot, Media

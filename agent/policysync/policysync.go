@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	wardv1 "github.com/ward-dlp/ward/api/ward/v1"
+	"github.com/ward-dlp/ward/classifiers/catalog"
 	"github.com/ward-dlp/ward/policy"
 )
 
@@ -46,14 +47,23 @@ type Config struct {
 	OnChange func()
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Catalog names the apps of sanctioning overlays; nil means the built-in catalog.
+	Catalog *catalog.Catalog
 }
 
 // applied is one policy in force, swapped as a whole.
 type applied struct {
+	// pol is what decides: base with the sanctioning overlay's statuses, if one applies.
 	pol       *policy.Policy
+	base      *policy.Policy   // as signed
 	env       *policy.Envelope // nil for the built-in pack
 	sha       string
 	appliedAt time.Time
+	// The sanctioning overlay in force (nil when none): its file as received, verified
+	// header and decisions.
+	ovFile    []byte
+	ov        *policy.Overlay
+	sanctions *catalog.Policy
 }
 
 // Syncer holds the policy in force. Policy is safe to call from any goroutine.
@@ -68,11 +78,19 @@ type Syncer struct {
 	lastErr   string
 	lastErrAt time.Time
 	rejected  uint64 // version refused for good; reported so the collector stops resending it
+
+	cat       *catalog.Catalog
+	ovFloor   uint64   // highest overlay sequence ever applied (survives restarts)
+	ovErr     string   // why the last offered overlay was refused; "" once one applies
+	ovRefused [32]byte // hash of the last refused overlay, so a resent one is not re-judged
 }
 
 const (
 	bundleFile  = "current.bundle"
 	versionFile = "version"
+	// overlayFile is the last applied sanctioning overlay; overlayFloorFile its sequence.
+	overlayFile      = "sanctioning.overlay"
+	overlayFloorFile = "sanctioning.seq"
 )
 
 // New loads the last good bundle from cfg.Dir if one verifies with the pinned keys, else
@@ -90,7 +108,14 @@ func New(cfg Config) (*Syncer, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Minute
 	}
-	s := &Syncer{cfg: cfg, log: cfg.Logger.With("component", "policy")}
+	s := &Syncer{cfg: cfg, log: cfg.Logger.With("component", "policy"), cat: cfg.Catalog}
+	if s.cat == nil {
+		c, err := catalog.Builtin()
+		if err != nil {
+			return nil, fmt.Errorf("policysync: %w", err)
+		}
+		s.cat = c
+	}
 	if len(cfg.Keys) > 0 {
 		k, err := policy.ParseKeys(cfg.Keys)
 		if err != nil {
@@ -102,7 +127,7 @@ func New(cfg Config) (*Syncer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policysync: %w", err)
 	}
-	s.cur.Store(&applied{pol: builtin, appliedAt: cfg.Now()})
+	s.cur.Store(&applied{pol: builtin, base: builtin, appliedAt: cfg.Now()})
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("policysync: create %s: %w", cfg.Dir, err)
 	}
@@ -111,7 +136,19 @@ func New(cfg Config) (*Syncer, error) {
 			s.floor = v
 		}
 	}
+	if b, err := os.ReadFile(filepath.Join(cfg.Dir, overlayFloorFile)); err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			s.ovFloor = v
+		}
+	}
 	s.loadLastGood()
+	if b, err := os.ReadFile(filepath.Join(cfg.Dir, overlayFile)); err == nil {
+		s.mu.Lock()
+		if err := s.offerOverlay(b, false); err != nil && !errors.Is(err, policy.ErrNotDelegated) {
+			s.log.Warn("stored sanctioning overlay refused; apps keep the bundle's sanctioning", "err", err)
+		}
+		s.mu.Unlock()
+	}
 	return s, nil
 }
 
@@ -150,7 +187,7 @@ func (s *Syncer) loadLastGood() {
 			return policy.ErrPayloadLabel
 		}
 		s.floor = max(s.floor, env.Version)
-		s.cur.Store(&applied{pol: p, env: env, sha: env.PayloadSHA256, appliedAt: s.cfg.Now()})
+		s.cur.Store(&applied{pol: p, base: p, env: env, sha: env.PayloadSHA256, appliedAt: s.cfg.Now()})
 		s.log.Info("policy loaded from last good bundle", "name", env.Name, "version", env.Version, "expires_at", env.ExpiresAt)
 		return nil
 	}()
@@ -239,7 +276,9 @@ func (s *Syncer) offer(b *wardv1.PolicyBundle) (err error) {
 		s.log.Warn("the new policy changes targets.watch; the agent watches them from its next start",
 			"previous", prev, "new", p.Bundle().Watch)
 	}
-	s.cur.Store(&applied{pol: p, env: env, sha: hex.EncodeToString(sum[:]), appliedAt: s.cfg.Now()})
+	next := &applied{pol: p, base: p, env: env, sha: hex.EncodeToString(sum[:]), appliedAt: s.cfg.Now()}
+	s.carryOverlay(s.cur.Load(), next)
+	s.cur.Store(next)
 	s.log.Info("policy applied", "name", env.Name, "version", env.Version, "previous_version", current,
 		"signers", env.Signers, "expires_at", env.ExpiresAt, "rules", len(p.Bundle().Rules))
 	return nil
@@ -322,6 +361,11 @@ func (s *Syncer) poll(ctx context.Context, client wardv1.AgentServiceClient) boo
 	req := &wardv1.FetchPolicyRequest{CurrentVersion: s.Version(), CurrentSha256: a.sha, TargetGroup: s.cfg.Group}
 	s.mu.Lock()
 	req.LastError, req.RejectedVersion = s.lastErr, s.rejected
+	if req.LastError == "" {
+		// A refused overlay is reported the same way (the fleet view shows it), without a
+		// rejected version: the bundle itself is fine.
+		req.LastError = s.ovErr
+	}
 	s.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -332,11 +376,16 @@ func (s *Syncer) poll(ctx context.Context, client wardv1.AgentServiceClient) boo
 		}
 		return false
 	}
+	offered := false
 	if b := resp.GetBundle(); b != nil {
 		_ = s.Offer(b) // a refusal is logged, kept in the status and reported on the next poll
-		return true
+		offered = true
 	}
-	return false
+	if o := resp.GetSanctioningOverlay(); len(o) > 0 {
+		// After the bundle: the overlay is judged against the delegation of the bundle in force.
+		_ = s.OfferSanctioning(o)
+	}
+	return offered
 }
 
 func bound(s string, n int) string {

@@ -50,3 +50,23 @@ func TestCovered(t *testing.T) {
 		t.Fatalf("covered = %d", n)
 	}
 }
+
+// A collector-given delay is a floor: the shipper waits at least that long, and at most a
+// fifth more, so agents told the same delay spread out without coming back early.
+func TestThrottleJitter(t *testing.T) {
+	d := 2 * time.Second
+	var lo, hi time.Duration = time.Hour, 0
+	for range 2000 {
+		j := throttleJitter(d)
+		if j < d || j > d+d/5 {
+			t.Fatalf("jittered delay %v outside [%v, %v]", j, d, d+d/5)
+		}
+		lo, hi = min(lo, j), max(hi, j)
+	}
+	if hi-lo < d/10 {
+		t.Fatalf("no real spread: %v..%v", lo, hi)
+	}
+	if j := throttleJitter(0); j < 0 || j > time.Millisecond {
+		t.Fatalf("zero delay jittered to %v", j)
+	}
+}

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
 	"github.com/ward-dlp/ward/agent/identity"
@@ -52,6 +54,11 @@ type Config struct {
 	Identity *identity.Identity
 	// Addr overrides Identity.Collector().
 	Addr string
+	// Fallbacks are further collector replicas (host:port) sharing the first one's store
+	// and CA (docs/operations.md, "Scale-out"). The connection uses the first address that
+	// answers, in order, and moves to the next when it fails; a batch in flight when a
+	// collector dies is resent to the next one, which deduplicates it.
+	Fallbacks []string
 	// Creds overrides Identity.TransportCredentials().
 	Creds credentials.TransportCredentials
 	// BatchEvents and BatchBytes bound one Export (payload bytes; the collector's gRPC
@@ -79,6 +86,7 @@ type Stats struct {
 	Acked     uint64 // events of sent batches the collector acknowledged
 	Rejected  uint64 // events the collector refused as malformed (and acked)
 	Retries   uint64 // failed Export attempts
+	Throttled uint64 // of those, pushed back by the collector with a RetryInfo delay
 	LastError string
 	LastErrAt time.Time
 	LastAckAt time.Time
@@ -156,7 +164,20 @@ func (s *Shipper) Run(ctx context.Context) error {
 			MinConnectTimeout: 10 * time.Second,
 		}),
 	}
-	conn, err := grpc.NewClient(s.addr, append(opts, s.cfg.DialOptions...)...)
+	target := s.addr
+	if len(s.cfg.Fallbacks) > 0 {
+		// A static resolver lists every replica; pick_first (gRPC's default policy) uses
+		// them in order and reconnects to the next one when the current one goes away.
+		r := manual.NewBuilderWithScheme("ward-collectors")
+		var addrs []resolver.Address
+		for _, a := range append([]string{s.addr}, s.cfg.Fallbacks...) {
+			addrs = append(addrs, resolver.Address{Addr: a})
+		}
+		r.InitialState(resolver.State{Addresses: addrs})
+		opts = append(opts, grpc.WithResolvers(r))
+		target = r.Scheme() + ":///collectors"
+	}
+	conn, err := grpc.NewClient(target, append(opts, s.cfg.DialOptions...)...)
 	if err != nil {
 		return fmt.Errorf("ship: connect %s: %w", s.addr, err)
 	}
@@ -217,8 +238,15 @@ func (s *Shipper) Run(ctx context.Context) error {
 				unauthEpisode = true
 			}
 		case codes.ResourceExhausted:
+			// The collector is pushing back (OTLP convention: RESOURCE_EXHAUSTED with
+			// google.rpc.RetryInfo). Its delay is a floor; jitter on top keeps a crowd of
+			// agents told the same delay from returning in the same instant. Without
+			// RetryInfo, the ordinary backoff applies. The batch stays spooled either way.
 			if d, ok := retryDelay(err); ok {
-				delay = d
+				delay = throttleJitter(d)
+				s.mu.Lock()
+				s.stats.Throttled++
+				s.mu.Unlock()
 			}
 			s.log.Warn("collector is throttling; backing off", "retry_in", delay, "err", err)
 		default:
@@ -331,6 +359,12 @@ func retryDelay(err error) (time.Duration, bool) {
 		}
 	}
 	return 0, false
+}
+
+// throttleJitter adds up to 20% (at least 1 ms) to a collector-given delay: never earlier
+// than asked, spread out after.
+func throttleJitter(d time.Duration) time.Duration {
+	return d + rand.N(max(d/5, time.Millisecond))
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -362,3 +362,56 @@ func TestRenewalSwapsCertificate(t *testing.T) {
 	rcancel()
 	<-done
 }
+
+// TestFailoverToFallback: the collector the agent uses goes away for good mid-stream; the
+// shipper moves to the fallback replica (same CA) and every event arrives, at one or the
+// other, without the first one ever coming back.
+func TestFailoverToFallback(t *testing.T) {
+	primary := newTestServer(t)
+	id, _ := enroll(t, primary)
+	fallback := &testServer{t: t, ca: primary.ca, tokens: map[string]bool{}, certTTL: time.Hour,
+		received: map[string]map[uint64]bool{}}
+	fallback.start()
+	t.Cleanup(fallback.stop)
+	sp, err := spool.Open(t.TempDir(), spool.Options{Logger: quiet(), SyncInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	sh, err := ship.New(ship.Config{Spool: sp, Identity: id, Addr: primary.addr, Fallbacks: []string{fallback.addr},
+		BatchEvents: 100, MinBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, DisableRenewal: true, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	go func() { _ = sh.Run(ctx) }()
+	const total = 3000
+	agent := id.AgentID()
+	for i := range total {
+		if _, err := sp.Append(event(agent, i)); err != nil {
+			t.Fatal(err)
+		}
+		if i == 1000 {
+			waitFor(t, ctx, func() bool { return primary.receivedCount(agent) > 300 })
+			primary.stop()
+		}
+	}
+	waitFor(t, ctx, func() bool {
+		st := sp.Stats()
+		return st.FindingsEvents+st.TelemetryEvents == 0
+	})
+	if fallback.receivedCount(agent) == 0 {
+		t.Fatal("the fallback collector received nothing")
+	}
+	primary.mu.Lock()
+	fallback.mu.Lock()
+	defer primary.mu.Unlock()
+	defer fallback.mu.Unlock()
+	for seq := uint64(1); seq <= total; seq++ {
+		if !primary.received[agent][seq] && !fallback.received[agent][seq] {
+			t.Fatalf("seq %d reached neither collector", seq)
+		}
+	}
+	t.Logf("primary %d, fallback %d events", len(primary.received[agent]), len(fallback.received[agent]))
+}

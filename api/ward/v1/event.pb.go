@@ -301,6 +301,18 @@ const (
 	FileActivity_KIND_WRITE_CLOSED FileActivity_Kind = 1
 	// Writes went quiet for the idle interval; the descriptor is still open.
 	FileActivity_KIND_WRITE_IDLE FileActivity_Kind = 2
+	// A file was renamed into an egress target (renamed_from says from where); its content
+	// was classified from the new path.
+	FileActivity_KIND_RENAMED_INTO FileActivity_Kind = 3
+	// A file in a target was truncated by path (truncate(2)); ftruncate through a written
+	// descriptor is a note ("ftruncate") on that descriptor's activity instead.
+	FileActivity_KIND_TRUNCATED FileActivity_Kind = 4
+	// A writable shared mapping of a file in a target: stores through it reach the file with
+	// no syscall. Unclassified egress; the file is classified from disk when closed.
+	FileActivity_KIND_MMAP_SHARED FileActivity_Kind = 5
+	// io_uring used by a process holding a descriptor to a file in a target: what the ring
+	// moves is not seen. Unclassified egress.
+	FileActivity_KIND_IO_URING FileActivity_Kind = 6
 )
 
 // Enum value maps for FileActivity_Kind.
@@ -309,11 +321,19 @@ var (
 		0: "KIND_UNSPECIFIED",
 		1: "KIND_WRITE_CLOSED",
 		2: "KIND_WRITE_IDLE",
+		3: "KIND_RENAMED_INTO",
+		4: "KIND_TRUNCATED",
+		5: "KIND_MMAP_SHARED",
+		6: "KIND_IO_URING",
 	}
 	FileActivity_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":  0,
 		"KIND_WRITE_CLOSED": 1,
 		"KIND_WRITE_IDLE":   2,
+		"KIND_RENAMED_INTO": 3,
+		"KIND_TRUNCATED":    4,
+		"KIND_MMAP_SHARED":  5,
+		"KIND_IO_URING":     6,
 	}
 )
 
@@ -342,6 +362,58 @@ func (x FileActivity_Kind) Number() protoreflect.EnumNumber {
 // Deprecated: Use FileActivity_Kind.Descriptor instead.
 func (FileActivity_Kind) EnumDescriptor() ([]byte, []int) {
 	return file_ward_v1_event_proto_rawDescGZIP(), []int{4, 0}
+}
+
+// Direction says which way the classified plaintext went.
+type NetworkTarget_Direction int32
+
+const (
+	NetworkTarget_DIRECTION_UNSPECIFIED NetworkTarget_Direction = 0
+	// The process sent it (egress).
+	NetworkTarget_DIRECTION_SEND NetworkTarget_Direction = 1
+	// The process received it.
+	NetworkTarget_DIRECTION_RECEIVE NetworkTarget_Direction = 2
+)
+
+// Enum value maps for NetworkTarget_Direction.
+var (
+	NetworkTarget_Direction_name = map[int32]string{
+		0: "DIRECTION_UNSPECIFIED",
+		1: "DIRECTION_SEND",
+		2: "DIRECTION_RECEIVE",
+	}
+	NetworkTarget_Direction_value = map[string]int32{
+		"DIRECTION_UNSPECIFIED": 0,
+		"DIRECTION_SEND":        1,
+		"DIRECTION_RECEIVE":     2,
+	}
+)
+
+func (x NetworkTarget_Direction) Enum() *NetworkTarget_Direction {
+	p := new(NetworkTarget_Direction)
+	*p = x
+	return p
+}
+
+func (x NetworkTarget_Direction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NetworkTarget_Direction) Descriptor() protoreflect.EnumDescriptor {
+	return file_ward_v1_event_proto_enumTypes[6].Descriptor()
+}
+
+func (NetworkTarget_Direction) Type() protoreflect.EnumType {
+	return &file_ward_v1_event_proto_enumTypes[6]
+}
+
+func (x NetworkTarget_Direction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NetworkTarget_Direction.Descriptor instead.
+func (NetworkTarget_Direction) EnumDescriptor() ([]byte, []int) {
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{7, 0}
 }
 
 // State says how the flow ended, or why it was reported while still open.
@@ -393,11 +465,11 @@ func (x NetworkFlow_State) String() string {
 }
 
 func (NetworkFlow_State) Descriptor() protoreflect.EnumDescriptor {
-	return file_ward_v1_event_proto_enumTypes[6].Descriptor()
+	return file_ward_v1_event_proto_enumTypes[7].Descriptor()
 }
 
 func (NetworkFlow_State) Type() protoreflect.EnumType {
-	return &file_ward_v1_event_proto_enumTypes[6]
+	return &file_ward_v1_event_proto_enumTypes[7]
 }
 
 func (x NetworkFlow_State) Number() protoreflect.EnumNumber {
@@ -406,7 +478,7 @@ func (x NetworkFlow_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NetworkFlow_State.Descriptor instead.
 func (NetworkFlow_State) EnumDescriptor() ([]byte, []int) {
-	return file_ward_v1_event_proto_rawDescGZIP(), []int{9, 0}
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{12, 0}
 }
 
 // Direction says which side initiated the flow.
@@ -445,11 +517,11 @@ func (x NetworkFlow_Direction) String() string {
 }
 
 func (NetworkFlow_Direction) Descriptor() protoreflect.EnumDescriptor {
-	return file_ward_v1_event_proto_enumTypes[7].Descriptor()
+	return file_ward_v1_event_proto_enumTypes[8].Descriptor()
 }
 
 func (NetworkFlow_Direction) Type() protoreflect.EnumType {
-	return &file_ward_v1_event_proto_enumTypes[7]
+	return &file_ward_v1_event_proto_enumTypes[8]
 }
 
 func (x NetworkFlow_Direction) Number() protoreflect.EnumNumber {
@@ -458,7 +530,63 @@ func (x NetworkFlow_Direction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NetworkFlow_Direction.Descriptor instead.
 func (NetworkFlow_Direction) EnumDescriptor() ([]byte, []int) {
-	return file_ward_v1_event_proto_rawDescGZIP(), []int{9, 1}
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{12, 1}
+}
+
+// Kind says what changed.
+type FleetAlert_Kind int32
+
+const (
+	FleetAlert_KIND_UNSPECIFIED FleetAlert_Kind = 0
+	// The agent had been reporting and has not been heard from for the configured time.
+	FleetAlert_KIND_AGENT_SILENT FleetAlert_Kind = 1
+	// An agent that had been reported silent called in again.
+	FleetAlert_KIND_AGENT_BACK FleetAlert_Kind = 2
+	// A revoked agent's certificate was presented to the collector.
+	FleetAlert_KIND_AGENT_REVOKED_CONTACT FleetAlert_Kind = 3
+)
+
+// Enum value maps for FleetAlert_Kind.
+var (
+	FleetAlert_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_AGENT_SILENT",
+		2: "KIND_AGENT_BACK",
+		3: "KIND_AGENT_REVOKED_CONTACT",
+	}
+	FleetAlert_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED":           0,
+		"KIND_AGENT_SILENT":          1,
+		"KIND_AGENT_BACK":            2,
+		"KIND_AGENT_REVOKED_CONTACT": 3,
+	}
+)
+
+func (x FleetAlert_Kind) Enum() *FleetAlert_Kind {
+	p := new(FleetAlert_Kind)
+	*p = x
+	return p
+}
+
+func (x FleetAlert_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FleetAlert_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_ward_v1_event_proto_enumTypes[9].Descriptor()
+}
+
+func (FleetAlert_Kind) Type() protoreflect.EnumType {
+	return &file_ward_v1_event_proto_enumTypes[9]
+}
+
+func (x FleetAlert_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FleetAlert_Kind.Descriptor instead.
+func (FleetAlert_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{15, 0}
 }
 
 // Event is the envelope of everything an agent reports. The pair (agent_id, seq) is the
@@ -481,6 +609,8 @@ type Event struct {
 	//	*Event_Finding
 	//	*Event_Health
 	//	*Event_Flow
+	//	*Event_Fleet
+	//	*Event_Access
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -603,6 +733,24 @@ func (x *Event) GetFlow() *NetworkFlow {
 	return nil
 }
 
+func (x *Event) GetFleet() *FleetAlert {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_Fleet); ok {
+			return x.Fleet
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetAccess() *FileAccess {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_Access); ok {
+			return x.Access
+		}
+	}
+	return nil
+}
+
 type isEvent_Payload interface {
 	isEvent_Payload()
 }
@@ -627,6 +775,16 @@ type Event_Flow struct {
 	Flow *NetworkFlow `protobuf:"bytes,14,opt,name=flow,proto3,oneof"`
 }
 
+type Event_Fleet struct {
+	// Raised by the collector, not an agent: agent_id is the agent the alert is about and
+	// seq is 0 (collector alerts are outside the agent's sequence).
+	Fleet *FleetAlert `protobuf:"bytes,15,opt,name=fleet,proto3,oneof"`
+}
+
+type Event_Access struct {
+	Access *FileAccess `protobuf:"bytes,16,opt,name=access,proto3,oneof"`
+}
+
 func (*Event_Process) isEvent_Payload() {}
 
 func (*Event_File) isEvent_Payload() {}
@@ -636,6 +794,10 @@ func (*Event_Finding) isEvent_Payload() {}
 func (*Event_Health) isEvent_Payload() {}
 
 func (*Event_Flow) isEvent_Payload() {}
+
+func (*Event_Fleet) isEvent_Payload() {}
+
+func (*Event_Access) isEvent_Payload() {}
 
 // Host identifies the machine an agent runs on.
 type Host struct {
@@ -928,7 +1090,24 @@ type FileActivity struct {
 	// How the content was classified: from captured write buffers, or re-read from disk.
 	ContentSource ContentSource `protobuf:"varint,9,opt,name=content_source,json=contentSource,proto3,enum=ward.v1.ContentSource" json:"content_source,omitempty"`
 	// Number of findings the content produced (the findings are separate events).
-	Findings      uint32 `protobuf:"varint,10,opt,name=findings,proto3" json:"findings,omitempty"`
+	Findings uint32 `protobuf:"varint,10,opt,name=findings,proto3" json:"findings,omitempty"`
+	// The egress target the file is in: removable, share, sync, print or configured.
+	TargetKind string `protobuf:"bytes,11,opt,name=target_kind,json=targetKind,proto3" json:"target_kind,omitempty"`
+	// The mount the target is on: mount point, file system type and source device
+	// (/dev/sdb1, //server/share, host:/export).
+	MountPoint   string `protobuf:"bytes,12,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
+	Fstype       string `protobuf:"bytes,13,opt,name=fstype,proto3" json:"fstype,omitempty"`
+	TargetDevice string `protobuf:"bytes,14,opt,name=target_device,json=targetDevice,proto3" json:"target_device,omitempty"`
+	// A name for the target: file system label, share, or sync client (e.g. "dropbox").
+	TargetLabel string `protobuf:"bytes,15,opt,name=target_label,json=targetLabel,proto3" json:"target_label,omitempty"`
+	// For KIND_RENAMED_INTO: the path the file had before the rename.
+	RenamedFrom string `protobuf:"bytes,16,opt,name=renamed_from,json=renamedFrom,proto3" json:"renamed_from,omitempty"`
+	// True when data may have reached the target in a way the agent could not read (shared
+	// mapping, io_uring): the record flags the activity rather than classifying it.
+	UnclassifiedEgress bool `protobuf:"varint,17,opt,name=unclassified_egress,json=unclassifiedEgress,proto3" json:"unclassified_egress,omitempty"`
+	// What else happened on the descriptor or file: "ftruncate", "mmap_shared", "io_uring",
+	// "dup", "truncate".
+	Notes         []string `protobuf:"bytes,18,rep,name=notes,proto3" json:"notes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1031,6 +1210,62 @@ func (x *FileActivity) GetFindings() uint32 {
 		return x.Findings
 	}
 	return 0
+}
+
+func (x *FileActivity) GetTargetKind() string {
+	if x != nil {
+		return x.TargetKind
+	}
+	return ""
+}
+
+func (x *FileActivity) GetMountPoint() string {
+	if x != nil {
+		return x.MountPoint
+	}
+	return ""
+}
+
+func (x *FileActivity) GetFstype() string {
+	if x != nil {
+		return x.Fstype
+	}
+	return ""
+}
+
+func (x *FileActivity) GetTargetDevice() string {
+	if x != nil {
+		return x.TargetDevice
+	}
+	return ""
+}
+
+func (x *FileActivity) GetTargetLabel() string {
+	if x != nil {
+		return x.TargetLabel
+	}
+	return ""
+}
+
+func (x *FileActivity) GetRenamedFrom() string {
+	if x != nil {
+		return x.RenamedFrom
+	}
+	return ""
+}
+
+func (x *FileActivity) GetUnclassifiedEgress() bool {
+	if x != nil {
+		return x.UnclassifiedEgress
+	}
+	return false
+}
+
+func (x *FileActivity) GetNotes() []string {
+	if x != nil {
+		return x.Notes
+	}
+	return nil
 }
 
 // Match is what one detector found in one piece of content. It never carries the matched
@@ -1149,6 +1384,14 @@ type FileTarget struct {
 	Inode         uint64                 `protobuf:"varint,3,opt,name=inode,proto3" json:"inode,omitempty"`
 	Size          uint64                 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
 	ContentSource ContentSource          `protobuf:"varint,5,opt,name=content_source,json=contentSource,proto3,enum=ward.v1.ContentSource" json:"content_source,omitempty"`
+	// The egress target the file is in (see FileActivity.target_kind and the fields after it).
+	TargetKind   string `protobuf:"bytes,6,opt,name=target_kind,json=targetKind,proto3" json:"target_kind,omitempty"`
+	MountPoint   string `protobuf:"bytes,7,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
+	Fstype       string `protobuf:"bytes,8,opt,name=fstype,proto3" json:"fstype,omitempty"`
+	TargetDevice string `protobuf:"bytes,9,opt,name=target_device,json=targetDevice,proto3" json:"target_device,omitempty"`
+	TargetLabel  string `protobuf:"bytes,10,opt,name=target_label,json=targetLabel,proto3" json:"target_label,omitempty"`
+	// Set when the file reached the target by a rename: the path it had before.
+	RenamedFrom   string `protobuf:"bytes,11,opt,name=renamed_from,json=renamedFrom,proto3" json:"renamed_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1218,6 +1461,148 @@ func (x *FileTarget) GetContentSource() ContentSource {
 	return ContentSource_CONTENT_SOURCE_UNSPECIFIED
 }
 
+func (x *FileTarget) GetTargetKind() string {
+	if x != nil {
+		return x.TargetKind
+	}
+	return ""
+}
+
+func (x *FileTarget) GetMountPoint() string {
+	if x != nil {
+		return x.MountPoint
+	}
+	return ""
+}
+
+func (x *FileTarget) GetFstype() string {
+	if x != nil {
+		return x.Fstype
+	}
+	return ""
+}
+
+func (x *FileTarget) GetTargetDevice() string {
+	if x != nil {
+		return x.TargetDevice
+	}
+	return ""
+}
+
+func (x *FileTarget) GetTargetLabel() string {
+	if x != nil {
+		return x.TargetLabel
+	}
+	return ""
+}
+
+func (x *FileTarget) GetRenamedFrom() string {
+	if x != nil {
+		return x.RenamedFrom
+	}
+	return ""
+}
+
+// NetworkTarget is the network destination of a finding made in TLS plaintext: what one
+// process handed one TLS connection (before encryption), or read from it.
+type NetworkTarget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peer; empty/0 when the library call could not be joined to its socket.
+	RemoteAddress string `protobuf:"bytes,1,opt,name=remote_address,json=remoteAddress,proto3" json:"remote_address,omitempty"`
+	RemotePort    uint32 `protobuf:"varint,2,opt,name=remote_port,json=remotePort,proto3" json:"remote_port,omitempty"`
+	// Transport: "tcp".
+	Transport string `protobuf:"bytes,3,opt,name=transport,proto3" json:"transport,omitempty"`
+	// The server name the client addressed: the TLS SNI when the sensors saw it, else the
+	// HTTP Host or HTTP/2 :authority inside the plaintext.
+	Sni string `protobuf:"bytes,4,opt,name=sni,proto3" json:"sni,omitempty"`
+	// The hooked library: openssl, gnutls, nss or go-crypto-tls.
+	TlsLibrary string                  `protobuf:"bytes,5,opt,name=tls_library,json=tlsLibrary,proto3" json:"tls_library,omitempty"`
+	Direction  NetworkTarget_Direction `protobuf:"varint,6,opt,name=direction,proto3,enum=ward.v1.NetworkTarget_Direction" json:"direction,omitempty"`
+	// Plaintext bytes classified for this finding (the capture bounds may have cut some).
+	BytesInspected uint64 `protobuf:"varint,7,opt,name=bytes_inspected,json=bytesInspected,proto3" json:"bytes_inspected,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *NetworkTarget) Reset() {
+	*x = NetworkTarget{}
+	mi := &file_ward_v1_event_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkTarget) ProtoMessage() {}
+
+func (x *NetworkTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_ward_v1_event_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkTarget.ProtoReflect.Descriptor instead.
+func (*NetworkTarget) Descriptor() ([]byte, []int) {
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *NetworkTarget) GetRemoteAddress() string {
+	if x != nil {
+		return x.RemoteAddress
+	}
+	return ""
+}
+
+func (x *NetworkTarget) GetRemotePort() uint32 {
+	if x != nil {
+		return x.RemotePort
+	}
+	return 0
+}
+
+func (x *NetworkTarget) GetTransport() string {
+	if x != nil {
+		return x.Transport
+	}
+	return ""
+}
+
+func (x *NetworkTarget) GetSni() string {
+	if x != nil {
+		return x.Sni
+	}
+	return ""
+}
+
+func (x *NetworkTarget) GetTlsLibrary() string {
+	if x != nil {
+		return x.TlsLibrary
+	}
+	return ""
+}
+
+func (x *NetworkTarget) GetDirection() NetworkTarget_Direction {
+	if x != nil {
+		return x.Direction
+	}
+	return NetworkTarget_DIRECTION_UNSPECIFIED
+}
+
+func (x *NetworkTarget) GetBytesInspected() uint64 {
+	if x != nil {
+		return x.BytesInspected
+	}
+	return 0
+}
+
 // Decision is what policy decided for a finding.
 type Decision struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1251,7 +1636,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_ward_v1_event_proto_msgTypes[7]
+	mi := &file_ward_v1_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1648,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_v1_event_proto_msgTypes[7]
+	mi := &file_ward_v1_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1661,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_ward_v1_event_proto_rawDescGZIP(), []int{7}
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Decision) GetAction() Action {
@@ -1374,16 +1759,22 @@ type Finding struct {
 	// Types that are valid to be assigned to Target:
 	//
 	//	*Finding_File
-	Target        isFinding_Target `protobuf_oneof:"target"`
-	Matches       []*Match         `protobuf:"bytes,4,rep,name=matches,proto3" json:"matches,omitempty"`
-	Decision      *Decision        `protobuf:"bytes,5,opt,name=decision,proto3" json:"decision,omitempty"`
+	//	*Finding_Network
+	Target   isFinding_Target `protobuf_oneof:"target"`
+	Matches  []*Match         `protobuf:"bytes,4,rep,name=matches,proto3" json:"matches,omitempty"`
+	Decision *Decision        `protobuf:"bytes,5,opt,name=decision,proto3" json:"decision,omitempty"`
+	// Files known to hold regulated data that the process read before it wrote or sent this
+	// (directly, or inherited from the ancestor that started it after reading). A finding whose
+	// content the classifiers found clean but whose writer was tainted carries a match of
+	// detector "lineage.taint" (a lineage finding) at a confidence that decays with the taint.
+	Taint         []*Taint `protobuf:"bytes,6,rep,name=taint,proto3" json:"taint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_ward_v1_event_proto_msgTypes[8]
+	mi := &file_ward_v1_event_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1786,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_v1_event_proto_msgTypes[8]
+	mi := &file_ward_v1_event_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1799,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_ward_v1_event_proto_rawDescGZIP(), []int{8}
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Finding) GetDataClass() DataClass {
@@ -1448,6 +1839,15 @@ func (x *Finding) GetFile() *FileTarget {
 	return nil
 }
 
+func (x *Finding) GetNetwork() *NetworkTarget {
+	if x != nil {
+		if x, ok := x.Target.(*Finding_Network); ok {
+			return x.Network
+		}
+	}
+	return nil
+}
+
 func (x *Finding) GetMatches() []*Match {
 	if x != nil {
 		return x.Matches
@@ -1462,6 +1862,13 @@ func (x *Finding) GetDecision() *Decision {
 	return nil
 }
 
+func (x *Finding) GetTaint() []*Taint {
+	if x != nil {
+		return x.Taint
+	}
+	return nil
+}
+
 type isFinding_Target interface {
 	isFinding_Target()
 }
@@ -1470,7 +1877,216 @@ type Finding_File struct {
 	File *FileTarget `protobuf:"bytes,10,opt,name=file,proto3,oneof"`
 }
 
+type Finding_Network struct {
+	Network *NetworkTarget `protobuf:"bytes,11,opt,name=network,proto3,oneof"`
+}
+
 func (*Finding_File) isFinding_Target() {}
+
+func (*Finding_Network) isFinding_Target() {}
+
+// Taint is one tagged file whose data a process may carry (agent/lineage).
+type Taint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the file was when it was tagged as holding regulated data.
+	SourcePath string    `protobuf:"bytes,1,opt,name=source_path,json=sourcePath,proto3" json:"source_path,omitempty"`
+	Device     uint64    `protobuf:"varint,2,opt,name=device,proto3" json:"device,omitempty"`
+	Inode      uint64    `protobuf:"varint,3,opt,name=inode,proto3" json:"inode,omitempty"`
+	DataClass  DataClass `protobuf:"varint,4,opt,name=data_class,json=dataClass,proto3,enum=ward.v1.DataClass" json:"data_class,omitempty"`
+	// When the file was opened for reading; the taint decays from then.
+	ReadTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=read_time,json=readTime,proto3" json:"read_time,omitempty"`
+	// The process that read it: the acting process, or the ancestor it inherited the taint from.
+	ReadByPid     uint32 `protobuf:"varint,6,opt,name=read_by_pid,json=readByPid,proto3" json:"read_by_pid,omitempty"`
+	Inherited     bool   `protobuf:"varint,7,opt,name=inherited,proto3" json:"inherited,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Taint) Reset() {
+	*x = Taint{}
+	mi := &file_ward_v1_event_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Taint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Taint) ProtoMessage() {}
+
+func (x *Taint) ProtoReflect() protoreflect.Message {
+	mi := &file_ward_v1_event_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Taint.ProtoReflect.Descriptor instead.
+func (*Taint) Descriptor() ([]byte, []int) {
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Taint) GetSourcePath() string {
+	if x != nil {
+		return x.SourcePath
+	}
+	return ""
+}
+
+func (x *Taint) GetDevice() uint64 {
+	if x != nil {
+		return x.Device
+	}
+	return 0
+}
+
+func (x *Taint) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *Taint) GetDataClass() DataClass {
+	if x != nil {
+		return x.DataClass
+	}
+	return DataClass_DATA_CLASS_UNSPECIFIED
+}
+
+func (x *Taint) GetReadTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReadTime
+	}
+	return nil
+}
+
+func (x *Taint) GetReadByPid() uint32 {
+	if x != nil {
+		return x.ReadByPid
+	}
+	return 0
+}
+
+func (x *Taint) GetInherited() bool {
+	if x != nil {
+		return x.Inherited
+	}
+	return false
+}
+
+// FileAccess is a process opening, for reading, a file known to hold regulated data (tagged
+// after a finding was made about it): who read which Part 2 or PHI file, by inode, so a
+// renamed file is still recognised. One per process and file per emit interval.
+type FileAccess struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Process *Process               `protobuf:"bytes,1,opt,name=process,proto3" json:"process,omitempty"`
+	// Where the file was when it was tagged (it may have been renamed since).
+	Path      string    `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Device    uint64    `protobuf:"varint,3,opt,name=device,proto3" json:"device,omitempty"`
+	Inode     uint64    `protobuf:"varint,4,opt,name=inode,proto3" json:"inode,omitempty"`
+	DataClass DataClass `protobuf:"varint,5,opt,name=data_class,json=dataClass,proto3,enum=ward.v1.DataClass" json:"data_class,omitempty"`
+	// Opened read-write rather than read-only.
+	ReadWrite bool `protobuf:"varint,6,opt,name=read_write,json=readWrite,proto3" json:"read_write,omitempty"`
+	// When the file was tagged, and whether by content ("content") or because a tainted
+	// process wrote it ("lineage").
+	TaggedAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=tagged_at,json=taggedAt,proto3" json:"tagged_at,omitempty"`
+	TagOrigin     string                 `protobuf:"bytes,8,opt,name=tag_origin,json=tagOrigin,proto3" json:"tag_origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileAccess) Reset() {
+	*x = FileAccess{}
+	mi := &file_ward_v1_event_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileAccess) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileAccess) ProtoMessage() {}
+
+func (x *FileAccess) ProtoReflect() protoreflect.Message {
+	mi := &file_ward_v1_event_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileAccess.ProtoReflect.Descriptor instead.
+func (*FileAccess) Descriptor() ([]byte, []int) {
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *FileAccess) GetProcess() *Process {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+func (x *FileAccess) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FileAccess) GetDevice() uint64 {
+	if x != nil {
+		return x.Device
+	}
+	return 0
+}
+
+func (x *FileAccess) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *FileAccess) GetDataClass() DataClass {
+	if x != nil {
+		return x.DataClass
+	}
+	return DataClass_DATA_CLASS_UNSPECIFIED
+}
+
+func (x *FileAccess) GetReadWrite() bool {
+	if x != nil {
+		return x.ReadWrite
+	}
+	return false
+}
+
+func (x *FileAccess) GetTaggedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TaggedAt
+	}
+	return nil
+}
+
+func (x *FileAccess) GetTagOrigin() string {
+	if x != nil {
+		return x.TagOrigin
+	}
+	return ""
+}
 
 // NetworkFlow is one network connection (TCP), or one UDP socket's traffic to one destination,
 // as the kernel saw it: who made it, the 5-tuple, how long it lived and the bytes each way. It is
@@ -1518,17 +2134,44 @@ type NetworkFlow struct {
 	Sni         string   `protobuf:"bytes,26,opt,name=sni,proto3" json:"sni,omitempty"`
 	Alpn        []string `protobuf:"bytes,27,rep,name=alpn,proto3" json:"alpn,omitempty"`
 	// JA4 client fingerprint.
-	Ja4           string `protobuf:"bytes,28,opt,name=ja4,proto3" json:"ja4,omitempty"`
-	TlsVersion    string `protobuf:"bytes,29,opt,name=tls_version,json=tlsVersion,proto3" json:"tls_version,omitempty"`
-	Ech           bool   `protobuf:"varint,30,opt,name=ech,proto3" json:"ech,omitempty"`
-	DnsQuery      string `protobuf:"bytes,31,opt,name=dns_query,json=dnsQuery,proto3" json:"dns_query,omitempty"`
+	Ja4        string `protobuf:"bytes,28,opt,name=ja4,proto3" json:"ja4,omitempty"`
+	TlsVersion string `protobuf:"bytes,29,opt,name=tls_version,json=tlsVersion,proto3" json:"tls_version,omitempty"`
+	Ech        bool   `protobuf:"varint,30,opt,name=ech,proto3" json:"ech,omitempty"`
+	DnsQuery   string `protobuf:"bytes,31,opt,name=dns_query,json=dnsQuery,proto3" json:"dns_query,omitempty"`
+	// Detections the traffic analyzer raised on this flow: unsanctioned_app,
+	// consumer_video_call, bulk_upload, weak_tls_telehealth, encrypted_dns,
+	// ech_hidden_destination.
+	Detections []*NetworkFlow_Detection `protobuf:"bytes,32,rep,name=detections,proto3" json:"detections,omitempty"`
+	// The organisation's sanctioning of the app: sanctioned, unsanctioned, monitored, unknown.
+	AppStatus string `protobuf:"bytes,33,opt,name=app_status,json=appStatus,proto3" json:"app_status,omitempty"`
+	// The sanctioned tenant the flow belongs to (e.g. the clinic's own Zoom account).
+	AppTenant string `protobuf:"bytes,34,opt,name=app_tenant,json=appTenant,proto3" json:"app_tenant,omitempty"`
+	// What the analyzer noticed about the protocol: no-sni, ech, tls-incomplete, dot, doq, ...
+	Flags []string `protobuf:"bytes,35,rep,name=flags,proto3" json:"flags,omitempty"`
+	// What enforcement did to this flow, or would have done in monitor mode, e.g.
+	// "connect refused (EPERM)", "packets dropped after the TLS ClientHello named blocked
+	// domain x", "would block: policy enforcement is off".
+	Enforcement string `protobuf:"bytes,36,opt,name=enforcement,proto3" json:"enforcement,omitempty"`
+	// QUIC version of the Initial packets (v1, v2, draft-29).
+	QuicVersion string `protobuf:"bytes,37,opt,name=quic_version,json=quicVersion,proto3" json:"quic_version,omitempty"`
+	// TLS plaintext inspection (uprobes on the process's TLS library). tls_library names the
+	// library the process uses (openssl, gnutls, nss, go-crypto-tls), or the statically linked
+	// one that could not be hooked.
+	TlsLibrary string `protobuf:"bytes,40,opt,name=tls_library,json=tlsLibrary,proto3" json:"tls_library,omitempty"`
+	// Plaintext of this connection went through the classifiers.
+	TlsPlaintextSeen bool `protobuf:"varint,41,opt,name=tls_plaintext_seen,json=tlsPlaintextSeen,proto3" json:"tls_plaintext_seen,omitempty"`
+	// Why the process's TLS cannot be inspected (statically linked TLS without symbols,
+	// e.g. BoringSSL in Chrome); empty when it can be or no TLS stack is known.
+	TlsUninspectableReason string `protobuf:"bytes,42,opt,name=tls_uninspectable_reason,json=tlsUninspectableReason,proto3" json:"tls_uninspectable_reason,omitempty"`
+	// Tagged files the process had read before the flow ended (agent/lineage).
+	Taint         []*Taint `protobuf:"bytes,45,rep,name=taint,proto3" json:"taint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NetworkFlow) Reset() {
 	*x = NetworkFlow{}
-	mi := &file_ward_v1_event_proto_msgTypes[9]
+	mi := &file_ward_v1_event_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +2183,7 @@ func (x *NetworkFlow) String() string {
 func (*NetworkFlow) ProtoMessage() {}
 
 func (x *NetworkFlow) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_v1_event_proto_msgTypes[9]
+	mi := &file_ward_v1_event_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +2196,7 @@ func (x *NetworkFlow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkFlow.ProtoReflect.Descriptor instead.
 func (*NetworkFlow) Descriptor() ([]byte, []int) {
-	return file_ward_v1_event_proto_rawDescGZIP(), []int{9}
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NetworkFlow) GetProcess() *Process {
@@ -1759,6 +2402,76 @@ func (x *NetworkFlow) GetDnsQuery() string {
 	return ""
 }
 
+func (x *NetworkFlow) GetDetections() []*NetworkFlow_Detection {
+	if x != nil {
+		return x.Detections
+	}
+	return nil
+}
+
+func (x *NetworkFlow) GetAppStatus() string {
+	if x != nil {
+		return x.AppStatus
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetAppTenant() string {
+	if x != nil {
+		return x.AppTenant
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetFlags() []string {
+	if x != nil {
+		return x.Flags
+	}
+	return nil
+}
+
+func (x *NetworkFlow) GetEnforcement() string {
+	if x != nil {
+		return x.Enforcement
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetQuicVersion() string {
+	if x != nil {
+		return x.QuicVersion
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetTlsLibrary() string {
+	if x != nil {
+		return x.TlsLibrary
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetTlsPlaintextSeen() bool {
+	if x != nil {
+		return x.TlsPlaintextSeen
+	}
+	return false
+}
+
+func (x *NetworkFlow) GetTlsUninspectableReason() string {
+	if x != nil {
+		return x.TlsUninspectableReason
+	}
+	return ""
+}
+
+func (x *NetworkFlow) GetTaint() []*Taint {
+	if x != nil {
+		return x.Taint
+	}
+	return nil
+}
+
 // Health carries the agent's self-observation: which probes run, and what was lost.
 type Health struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1778,7 +2491,7 @@ type Health struct {
 
 func (x *Health) Reset() {
 	*x = Health{}
-	mi := &file_ward_v1_event_proto_msgTypes[10]
+	mi := &file_ward_v1_event_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +2503,7 @@ func (x *Health) String() string {
 func (*Health) ProtoMessage() {}
 
 func (x *Health) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_v1_event_proto_msgTypes[10]
+	mi := &file_ward_v1_event_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +2516,7 @@ func (x *Health) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Health.ProtoReflect.Descriptor instead.
 func (*Health) Descriptor() ([]byte, []int) {
-	return file_ward_v1_event_proto_rawDescGZIP(), []int{10}
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Health) GetProbes() []*ProbeStatus {
@@ -1871,7 +2584,7 @@ type ProbeStatus struct {
 
 func (x *ProbeStatus) Reset() {
 	*x = ProbeStatus{}
-	mi := &file_ward_v1_event_proto_msgTypes[11]
+	mi := &file_ward_v1_event_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +2596,7 @@ func (x *ProbeStatus) String() string {
 func (*ProbeStatus) ProtoMessage() {}
 
 func (x *ProbeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_v1_event_proto_msgTypes[11]
+	mi := &file_ward_v1_event_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +2609,7 @@ func (x *ProbeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeStatus.ProtoReflect.Descriptor instead.
 func (*ProbeStatus) Descriptor() ([]byte, []int) {
-	return file_ward_v1_event_proto_rawDescGZIP(), []int{11}
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ProbeStatus) GetName() string {
@@ -1927,11 +2640,170 @@ func (x *ProbeStatus) GetError() string {
 	return ""
 }
 
+// FleetAlert is the collector's finding about an agent's reporting itself: an agent that stops
+// reporting may have been stopped, uninstalled or cut off, which is a security event.
+type FleetAlert struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Kind     FleetAlert_Kind        `protobuf:"varint,1,opt,name=kind,proto3,enum=ward.v1.FleetAlert_Kind" json:"kind,omitempty"`
+	AgentId  string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Hostname string                 `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// The last time the collector heard from the agent (for AGENT_BACK: before it went silent).
+	LastSeen *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// How long the agent had been silent when the alert was raised (AGENT_BACK: in total).
+	SilentForSeconds uint64 `protobuf:"varint,5,opt,name=silent_for_seconds,json=silentForSeconds,proto3" json:"silent_for_seconds,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *FleetAlert) Reset() {
+	*x = FleetAlert{}
+	mi := &file_ward_v1_event_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetAlert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetAlert) ProtoMessage() {}
+
+func (x *FleetAlert) ProtoReflect() protoreflect.Message {
+	mi := &file_ward_v1_event_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetAlert.ProtoReflect.Descriptor instead.
+func (*FleetAlert) Descriptor() ([]byte, []int) {
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *FleetAlert) GetKind() FleetAlert_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return FleetAlert_KIND_UNSPECIFIED
+}
+
+func (x *FleetAlert) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *FleetAlert) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *FleetAlert) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *FleetAlert) GetSilentForSeconds() uint64 {
+	if x != nil {
+		return x.SilentForSeconds
+	}
+	return 0
+}
+
+// Detection is one network-intelligence finding about the flow. It carries evidence about
+// names and volumes, never payload.
+type NetworkFlow_Detection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// low, medium or high.
+	Severity      string                 `protobuf:"bytes,2,opt,name=severity,proto3" json:"severity,omitempty"`
+	Summary       string                 `protobuf:"bytes,3,opt,name=summary,proto3" json:"summary,omitempty"`
+	Evidence      []string               `protobuf:"bytes,4,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkFlow_Detection) Reset() {
+	*x = NetworkFlow_Detection{}
+	mi := &file_ward_v1_event_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkFlow_Detection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkFlow_Detection) ProtoMessage() {}
+
+func (x *NetworkFlow_Detection) ProtoReflect() protoreflect.Message {
+	mi := &file_ward_v1_event_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkFlow_Detection.ProtoReflect.Descriptor instead.
+func (*NetworkFlow_Detection) Descriptor() ([]byte, []int) {
+	return file_ward_v1_event_proto_rawDescGZIP(), []int{12, 0}
+}
+
+func (x *NetworkFlow_Detection) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *NetworkFlow_Detection) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *NetworkFlow_Detection) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *NetworkFlow_Detection) GetEvidence() []string {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
+func (x *NetworkFlow_Detection) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 var File_ward_v1_event_proto protoreflect.FileDescriptor
 
 const file_ward_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x13ward/v1/event.proto\x12\award.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14ward/v1/policy.proto\"\x87\x03\n" +
+	"\x13ward/v1/event.proto\x12\award.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14ward/v1/policy.proto\"\xe3\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x10\n" +
@@ -1943,7 +2815,9 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	"\x04file\x18\v \x01(\v2\x15.ward.v1.FileActivityH\x00R\x04file\x12,\n" +
 	"\afinding\x18\f \x01(\v2\x10.ward.v1.FindingH\x00R\afinding\x12)\n" +
 	"\x06health\x18\r \x01(\v2\x0f.ward.v1.HealthH\x00R\x06health\x12*\n" +
-	"\x04flow\x18\x0e \x01(\v2\x14.ward.v1.NetworkFlowH\x00R\x04flowB\t\n" +
+	"\x04flow\x18\x0e \x01(\v2\x14.ward.v1.NetworkFlowH\x00R\x04flow\x12+\n" +
+	"\x05fleet\x18\x0f \x01(\v2\x13.ward.v1.FleetAlertH\x00R\x05fleet\x12-\n" +
+	"\x06access\x18\x10 \x01(\v2\x13.ward.v1.FileAccessH\x00R\x06accessB\t\n" +
 	"\apayload\"\x8e\x01\n" +
 	"\x04Host\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x1d\n" +
@@ -1975,7 +2849,7 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_EXEC\x10\x01\x12\r\n" +
-	"\tKIND_EXIT\x10\x02\"\xbe\x03\n" +
+	"\tKIND_EXIT\x10\x02\"\x9f\x06\n" +
 	"\fFileActivity\x12.\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.ward.v1.FileActivity.KindR\x04kind\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n" +
@@ -1988,11 +2862,25 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	"writeCalls\x12=\n" +
 	"\x0econtent_source\x18\t \x01(\x0e2\x16.ward.v1.ContentSourceR\rcontentSource\x12\x1a\n" +
 	"\bfindings\x18\n" +
-	" \x01(\rR\bfindings\"H\n" +
+	" \x01(\rR\bfindings\x12\x1f\n" +
+	"\vtarget_kind\x18\v \x01(\tR\n" +
+	"targetKind\x12\x1f\n" +
+	"\vmount_point\x18\f \x01(\tR\n" +
+	"mountPoint\x12\x16\n" +
+	"\x06fstype\x18\r \x01(\tR\x06fstype\x12#\n" +
+	"\rtarget_device\x18\x0e \x01(\tR\ftargetDevice\x12!\n" +
+	"\ftarget_label\x18\x0f \x01(\tR\vtargetLabel\x12!\n" +
+	"\frenamed_from\x18\x10 \x01(\tR\vrenamedFrom\x12/\n" +
+	"\x13unclassified_egress\x18\x11 \x01(\bR\x12unclassifiedEgress\x12\x14\n" +
+	"\x05notes\x18\x12 \x03(\tR\x05notes\"\x9c\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KIND_WRITE_CLOSED\x10\x01\x12\x13\n" +
-	"\x0fKIND_WRITE_IDLE\x10\x02\"\x8d\x02\n" +
+	"\x0fKIND_WRITE_IDLE\x10\x02\x12\x15\n" +
+	"\x11KIND_RENAMED_INTO\x10\x03\x12\x12\n" +
+	"\x0eKIND_TRUNCATED\x10\x04\x12\x14\n" +
+	"\x10KIND_MMAP_SHARED\x10\x05\x12\x11\n" +
+	"\rKIND_IO_URING\x10\x06\"\x8d\x02\n" +
 	"\x05Match\x12\x1a\n" +
 	"\bdetector\x18\x01 \x01(\tR\bdetector\x121\n" +
 	"\n" +
@@ -2004,14 +2892,37 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	"\aoffsets\x18\x05 \x03(\x04R\aoffsets\x12%\n" +
 	"\x0emasked_samples\x18\x06 \x03(\tR\rmaskedSamples\x12\"\n" +
 	"\ffingerprints\x18\a \x03(\tR\ffingerprints\x12\x1a\n" +
-	"\bevidence\x18\b \x01(\tR\bevidence\"\xa1\x01\n" +
+	"\bevidence\x18\b \x01(\tR\bevidence\"\xe6\x02\n" +
 	"\n" +
 	"FileTarget\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
 	"\x06device\x18\x02 \x01(\x04R\x06device\x12\x14\n" +
 	"\x05inode\x18\x03 \x01(\x04R\x05inode\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12=\n" +
-	"\x0econtent_source\x18\x05 \x01(\x0e2\x16.ward.v1.ContentSourceR\rcontentSource\"\xc8\x03\n" +
+	"\x0econtent_source\x18\x05 \x01(\x0e2\x16.ward.v1.ContentSourceR\rcontentSource\x12\x1f\n" +
+	"\vtarget_kind\x18\x06 \x01(\tR\n" +
+	"targetKind\x12\x1f\n" +
+	"\vmount_point\x18\a \x01(\tR\n" +
+	"mountPoint\x12\x16\n" +
+	"\x06fstype\x18\b \x01(\tR\x06fstype\x12#\n" +
+	"\rtarget_device\x18\t \x01(\tR\ftargetDevice\x12!\n" +
+	"\ftarget_label\x18\n" +
+	" \x01(\tR\vtargetLabel\x12!\n" +
+	"\frenamed_from\x18\v \x01(\tR\vrenamedFrom\"\xe4\x02\n" +
+	"\rNetworkTarget\x12%\n" +
+	"\x0eremote_address\x18\x01 \x01(\tR\rremoteAddress\x12\x1f\n" +
+	"\vremote_port\x18\x02 \x01(\rR\n" +
+	"remotePort\x12\x1c\n" +
+	"\ttransport\x18\x03 \x01(\tR\ttransport\x12\x10\n" +
+	"\x03sni\x18\x04 \x01(\tR\x03sni\x12\x1f\n" +
+	"\vtls_library\x18\x05 \x01(\tR\n" +
+	"tlsLibrary\x12>\n" +
+	"\tdirection\x18\x06 \x01(\x0e2 .ward.v1.NetworkTarget.DirectionR\tdirection\x12'\n" +
+	"\x0fbytes_inspected\x18\a \x01(\x04R\x0ebytesInspected\"Q\n" +
+	"\tDirection\x12\x19\n" +
+	"\x15DIRECTION_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eDIRECTION_SEND\x10\x01\x12\x15\n" +
+	"\x11DIRECTION_RECEIVE\x10\x02\"\xc8\x03\n" +
 	"\bDecision\x12'\n" +
 	"\x06action\x18\x01 \x01(\x0e2\x0f.ward.v1.ActionR\x06action\x12-\n" +
 	"\bseverity\x18\x02 \x01(\x0e2\x11.ward.v1.SeverityR\bseverity\x12\x17\n" +
@@ -2027,7 +2938,7 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	" \x01(\tR\vexceptionId\x12(\n" +
 	"\x10monitor_rule_ids\x18\v \x03(\tR\x0emonitorRuleIds\x12\x1f\n" +
 	"\vpolicy_name\x18\f \x01(\tR\n" +
-	"policyName\"\x96\x02\n" +
+	"policyName\"\xf0\x02\n" +
 	"\aFinding\x121\n" +
 	"\n" +
 	"data_class\x18\x01 \x01(\x0e2\x12.ward.v1.DataClassR\tdataClass\x12\x1e\n" +
@@ -2036,10 +2947,35 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	"confidence\x12*\n" +
 	"\aprocess\x18\x03 \x01(\v2\x10.ward.v1.ProcessR\aprocess\x12)\n" +
 	"\x04file\x18\n" +
-	" \x01(\v2\x13.ward.v1.FileTargetH\x00R\x04file\x12(\n" +
+	" \x01(\v2\x13.ward.v1.FileTargetH\x00R\x04file\x122\n" +
+	"\anetwork\x18\v \x01(\v2\x16.ward.v1.NetworkTargetH\x00R\anetwork\x12(\n" +
 	"\amatches\x18\x04 \x03(\v2\x0e.ward.v1.MatchR\amatches\x12-\n" +
-	"\bdecision\x18\x05 \x01(\v2\x11.ward.v1.DecisionR\bdecisionB\b\n" +
-	"\x06target\"\xad\t\n" +
+	"\bdecision\x18\x05 \x01(\v2\x11.ward.v1.DecisionR\bdecision\x12$\n" +
+	"\x05taint\x18\x06 \x03(\v2\x0e.ward.v1.TaintR\x05taintB\b\n" +
+	"\x06target\"\x80\x02\n" +
+	"\x05Taint\x12\x1f\n" +
+	"\vsource_path\x18\x01 \x01(\tR\n" +
+	"sourcePath\x12\x16\n" +
+	"\x06device\x18\x02 \x01(\x04R\x06device\x12\x14\n" +
+	"\x05inode\x18\x03 \x01(\x04R\x05inode\x121\n" +
+	"\n" +
+	"data_class\x18\x04 \x01(\x0e2\x12.ward.v1.DataClassR\tdataClass\x127\n" +
+	"\tread_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\breadTime\x12\x1e\n" +
+	"\vread_by_pid\x18\x06 \x01(\rR\treadByPid\x12\x1c\n" +
+	"\tinherited\x18\a \x01(\bR\tinherited\"\xa4\x02\n" +
+	"\n" +
+	"FileAccess\x12*\n" +
+	"\aprocess\x18\x01 \x01(\v2\x10.ward.v1.ProcessR\aprocess\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\x04R\x06device\x12\x14\n" +
+	"\x05inode\x18\x04 \x01(\x04R\x05inode\x121\n" +
+	"\n" +
+	"data_class\x18\x05 \x01(\x0e2\x12.ward.v1.DataClassR\tdataClass\x12\x1d\n" +
+	"\n" +
+	"read_write\x18\x06 \x01(\bR\treadWrite\x127\n" +
+	"\ttagged_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\btaggedAt\x12\x1d\n" +
+	"\n" +
+	"tag_origin\x18\b \x01(\tR\ttagOrigin\"\xd9\r\n" +
 	"\vNetworkFlow\x12*\n" +
 	"\aprocess\x18\x01 \x01(\v2\x10.ward.v1.ProcessR\aprocess\x12\x1c\n" +
 	"\ttransport\x18\x02 \x01(\tR\ttransport\x12#\n" +
@@ -2076,7 +3012,28 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	"\vtls_version\x18\x1d \x01(\tR\n" +
 	"tlsVersion\x12\x10\n" +
 	"\x03ech\x18\x1e \x01(\bR\x03ech\x12\x1b\n" +
-	"\tdns_query\x18\x1f \x01(\tR\bdnsQuery\"}\n" +
+	"\tdns_query\x18\x1f \x01(\tR\bdnsQuery\x12>\n" +
+	"\n" +
+	"detections\x18  \x03(\v2\x1e.ward.v1.NetworkFlow.DetectionR\n" +
+	"detections\x12\x1d\n" +
+	"\n" +
+	"app_status\x18! \x01(\tR\tappStatus\x12\x1d\n" +
+	"\n" +
+	"app_tenant\x18\" \x01(\tR\tappTenant\x12\x14\n" +
+	"\x05flags\x18# \x03(\tR\x05flags\x12 \n" +
+	"\venforcement\x18$ \x01(\tR\venforcement\x12!\n" +
+	"\fquic_version\x18% \x01(\tR\vquicVersion\x12\x1f\n" +
+	"\vtls_library\x18( \x01(\tR\n" +
+	"tlsLibrary\x12,\n" +
+	"\x12tls_plaintext_seen\x18) \x01(\bR\x10tlsPlaintextSeen\x128\n" +
+	"\x18tls_uninspectable_reason\x18* \x01(\tR\x16tlsUninspectableReason\x12$\n" +
+	"\x05taint\x18- \x03(\v2\x0e.ward.v1.TaintR\x05taint\x1a\xa1\x01\n" +
+	"\tDetection\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1a\n" +
+	"\bseverity\x18\x02 \x01(\tR\bseverity\x12\x18\n" +
+	"\asummary\x18\x03 \x01(\tR\asummary\x12\x1a\n" +
+	"\bevidence\x18\x04 \x03(\tR\bevidence\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"}\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSTATE_CLOSED\x10\x01\x12\x0e\n" +
@@ -2106,7 +3063,19 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04hook\x18\x02 \x01(\tR\x04hook\x12\x1a\n" +
 	"\battached\x18\x03 \x01(\bR\battached\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error*q\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xc2\x02\n" +
+	"\n" +
+	"FleetAlert\x12,\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x18.ward.v1.FleetAlert.KindR\x04kind\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x1a\n" +
+	"\bhostname\x18\x03 \x01(\tR\bhostname\x127\n" +
+	"\tlast_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12,\n" +
+	"\x12silent_for_seconds\x18\x05 \x01(\x04R\x10silentForSeconds\"h\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11KIND_AGENT_SILENT\x10\x01\x12\x13\n" +
+	"\x0fKIND_AGENT_BACK\x10\x02\x12\x1e\n" +
+	"\x1aKIND_AGENT_REVOKED_CONTACT\x10\x03*q\n" +
 	"\rContentSource\x12\x1e\n" +
 	"\x1aCONTENT_SOURCE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCONTENT_SOURCE_WRITE_CAPTURE\x10\x01\x12\x1e\n" +
@@ -2141,8 +3110,8 @@ func file_ward_v1_event_proto_rawDescGZIP() []byte {
 	return file_ward_v1_event_proto_rawDescData
 }
 
-var file_ward_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_ward_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_ward_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
+var file_ward_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_ward_v1_event_proto_goTypes = []any{
 	(ContentSource)(0),            // 0: ward.v1.ContentSource
 	(DataClass)(0),                // 1: ward.v1.DataClass
@@ -2150,62 +3119,84 @@ var file_ward_v1_event_proto_goTypes = []any{
 	(Action)(0),                   // 3: ward.v1.Action
 	(ProcessEvent_Kind)(0),        // 4: ward.v1.ProcessEvent.Kind
 	(FileActivity_Kind)(0),        // 5: ward.v1.FileActivity.Kind
-	(NetworkFlow_State)(0),        // 6: ward.v1.NetworkFlow.State
-	(NetworkFlow_Direction)(0),    // 7: ward.v1.NetworkFlow.Direction
-	(*Event)(nil),                 // 8: ward.v1.Event
-	(*Host)(nil),                  // 9: ward.v1.Host
-	(*Process)(nil),               // 10: ward.v1.Process
-	(*ProcessEvent)(nil),          // 11: ward.v1.ProcessEvent
-	(*FileActivity)(nil),          // 12: ward.v1.FileActivity
-	(*Match)(nil),                 // 13: ward.v1.Match
-	(*FileTarget)(nil),            // 14: ward.v1.FileTarget
-	(*Decision)(nil),              // 15: ward.v1.Decision
-	(*Finding)(nil),               // 16: ward.v1.Finding
-	(*NetworkFlow)(nil),           // 17: ward.v1.NetworkFlow
-	(*Health)(nil),                // 18: ward.v1.Health
-	(*ProbeStatus)(nil),           // 19: ward.v1.ProbeStatus
-	nil,                           // 20: ward.v1.Health.DropsEntry
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*PolicyStatus)(nil),          // 22: ward.v1.PolicyStatus
+	(NetworkTarget_Direction)(0),  // 6: ward.v1.NetworkTarget.Direction
+	(NetworkFlow_State)(0),        // 7: ward.v1.NetworkFlow.State
+	(NetworkFlow_Direction)(0),    // 8: ward.v1.NetworkFlow.Direction
+	(FleetAlert_Kind)(0),          // 9: ward.v1.FleetAlert.Kind
+	(*Event)(nil),                 // 10: ward.v1.Event
+	(*Host)(nil),                  // 11: ward.v1.Host
+	(*Process)(nil),               // 12: ward.v1.Process
+	(*ProcessEvent)(nil),          // 13: ward.v1.ProcessEvent
+	(*FileActivity)(nil),          // 14: ward.v1.FileActivity
+	(*Match)(nil),                 // 15: ward.v1.Match
+	(*FileTarget)(nil),            // 16: ward.v1.FileTarget
+	(*NetworkTarget)(nil),         // 17: ward.v1.NetworkTarget
+	(*Decision)(nil),              // 18: ward.v1.Decision
+	(*Finding)(nil),               // 19: ward.v1.Finding
+	(*Taint)(nil),                 // 20: ward.v1.Taint
+	(*FileAccess)(nil),            // 21: ward.v1.FileAccess
+	(*NetworkFlow)(nil),           // 22: ward.v1.NetworkFlow
+	(*Health)(nil),                // 23: ward.v1.Health
+	(*ProbeStatus)(nil),           // 24: ward.v1.ProbeStatus
+	(*FleetAlert)(nil),            // 25: ward.v1.FleetAlert
+	(*NetworkFlow_Detection)(nil), // 26: ward.v1.NetworkFlow.Detection
+	nil,                           // 27: ward.v1.Health.DropsEntry
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*PolicyStatus)(nil),          // 29: ward.v1.PolicyStatus
 }
 var file_ward_v1_event_proto_depIdxs = []int32{
-	21, // 0: ward.v1.Event.time:type_name -> google.protobuf.Timestamp
-	9,  // 1: ward.v1.Event.host:type_name -> ward.v1.Host
-	11, // 2: ward.v1.Event.process:type_name -> ward.v1.ProcessEvent
-	12, // 3: ward.v1.Event.file:type_name -> ward.v1.FileActivity
-	16, // 4: ward.v1.Event.finding:type_name -> ward.v1.Finding
-	18, // 5: ward.v1.Event.health:type_name -> ward.v1.Health
-	17, // 6: ward.v1.Event.flow:type_name -> ward.v1.NetworkFlow
-	21, // 7: ward.v1.Process.start_time:type_name -> google.protobuf.Timestamp
-	4,  // 8: ward.v1.ProcessEvent.kind:type_name -> ward.v1.ProcessEvent.Kind
-	10, // 9: ward.v1.ProcessEvent.process:type_name -> ward.v1.Process
-	5,  // 10: ward.v1.FileActivity.kind:type_name -> ward.v1.FileActivity.Kind
-	10, // 11: ward.v1.FileActivity.process:type_name -> ward.v1.Process
-	0,  // 12: ward.v1.FileActivity.content_source:type_name -> ward.v1.ContentSource
-	1,  // 13: ward.v1.Match.data_class:type_name -> ward.v1.DataClass
-	0,  // 14: ward.v1.FileTarget.content_source:type_name -> ward.v1.ContentSource
-	3,  // 15: ward.v1.Decision.action:type_name -> ward.v1.Action
-	2,  // 16: ward.v1.Decision.severity:type_name -> ward.v1.Severity
-	3,  // 17: ward.v1.Decision.action_taken:type_name -> ward.v1.Action
-	1,  // 18: ward.v1.Finding.data_class:type_name -> ward.v1.DataClass
-	10, // 19: ward.v1.Finding.process:type_name -> ward.v1.Process
-	14, // 20: ward.v1.Finding.file:type_name -> ward.v1.FileTarget
-	13, // 21: ward.v1.Finding.matches:type_name -> ward.v1.Match
-	15, // 22: ward.v1.Finding.decision:type_name -> ward.v1.Decision
-	10, // 23: ward.v1.NetworkFlow.process:type_name -> ward.v1.Process
-	7,  // 24: ward.v1.NetworkFlow.direction:type_name -> ward.v1.NetworkFlow.Direction
-	21, // 25: ward.v1.NetworkFlow.start_time:type_name -> google.protobuf.Timestamp
-	21, // 26: ward.v1.NetworkFlow.end_time:type_name -> google.protobuf.Timestamp
-	6,  // 27: ward.v1.NetworkFlow.state:type_name -> ward.v1.NetworkFlow.State
-	3,  // 28: ward.v1.NetworkFlow.action:type_name -> ward.v1.Action
-	19, // 29: ward.v1.Health.probes:type_name -> ward.v1.ProbeStatus
-	20, // 30: ward.v1.Health.drops:type_name -> ward.v1.Health.DropsEntry
-	22, // 31: ward.v1.Health.policy:type_name -> ward.v1.PolicyStatus
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	28, // 0: ward.v1.Event.time:type_name -> google.protobuf.Timestamp
+	11, // 1: ward.v1.Event.host:type_name -> ward.v1.Host
+	13, // 2: ward.v1.Event.process:type_name -> ward.v1.ProcessEvent
+	14, // 3: ward.v1.Event.file:type_name -> ward.v1.FileActivity
+	19, // 4: ward.v1.Event.finding:type_name -> ward.v1.Finding
+	23, // 5: ward.v1.Event.health:type_name -> ward.v1.Health
+	22, // 6: ward.v1.Event.flow:type_name -> ward.v1.NetworkFlow
+	25, // 7: ward.v1.Event.fleet:type_name -> ward.v1.FleetAlert
+	21, // 8: ward.v1.Event.access:type_name -> ward.v1.FileAccess
+	28, // 9: ward.v1.Process.start_time:type_name -> google.protobuf.Timestamp
+	4,  // 10: ward.v1.ProcessEvent.kind:type_name -> ward.v1.ProcessEvent.Kind
+	12, // 11: ward.v1.ProcessEvent.process:type_name -> ward.v1.Process
+	5,  // 12: ward.v1.FileActivity.kind:type_name -> ward.v1.FileActivity.Kind
+	12, // 13: ward.v1.FileActivity.process:type_name -> ward.v1.Process
+	0,  // 14: ward.v1.FileActivity.content_source:type_name -> ward.v1.ContentSource
+	1,  // 15: ward.v1.Match.data_class:type_name -> ward.v1.DataClass
+	0,  // 16: ward.v1.FileTarget.content_source:type_name -> ward.v1.ContentSource
+	6,  // 17: ward.v1.NetworkTarget.direction:type_name -> ward.v1.NetworkTarget.Direction
+	3,  // 18: ward.v1.Decision.action:type_name -> ward.v1.Action
+	2,  // 19: ward.v1.Decision.severity:type_name -> ward.v1.Severity
+	3,  // 20: ward.v1.Decision.action_taken:type_name -> ward.v1.Action
+	1,  // 21: ward.v1.Finding.data_class:type_name -> ward.v1.DataClass
+	12, // 22: ward.v1.Finding.process:type_name -> ward.v1.Process
+	16, // 23: ward.v1.Finding.file:type_name -> ward.v1.FileTarget
+	17, // 24: ward.v1.Finding.network:type_name -> ward.v1.NetworkTarget
+	15, // 25: ward.v1.Finding.matches:type_name -> ward.v1.Match
+	18, // 26: ward.v1.Finding.decision:type_name -> ward.v1.Decision
+	20, // 27: ward.v1.Finding.taint:type_name -> ward.v1.Taint
+	1,  // 28: ward.v1.Taint.data_class:type_name -> ward.v1.DataClass
+	28, // 29: ward.v1.Taint.read_time:type_name -> google.protobuf.Timestamp
+	12, // 30: ward.v1.FileAccess.process:type_name -> ward.v1.Process
+	1,  // 31: ward.v1.FileAccess.data_class:type_name -> ward.v1.DataClass
+	28, // 32: ward.v1.FileAccess.tagged_at:type_name -> google.protobuf.Timestamp
+	12, // 33: ward.v1.NetworkFlow.process:type_name -> ward.v1.Process
+	8,  // 34: ward.v1.NetworkFlow.direction:type_name -> ward.v1.NetworkFlow.Direction
+	28, // 35: ward.v1.NetworkFlow.start_time:type_name -> google.protobuf.Timestamp
+	28, // 36: ward.v1.NetworkFlow.end_time:type_name -> google.protobuf.Timestamp
+	7,  // 37: ward.v1.NetworkFlow.state:type_name -> ward.v1.NetworkFlow.State
+	3,  // 38: ward.v1.NetworkFlow.action:type_name -> ward.v1.Action
+	26, // 39: ward.v1.NetworkFlow.detections:type_name -> ward.v1.NetworkFlow.Detection
+	20, // 40: ward.v1.NetworkFlow.taint:type_name -> ward.v1.Taint
+	24, // 41: ward.v1.Health.probes:type_name -> ward.v1.ProbeStatus
+	27, // 42: ward.v1.Health.drops:type_name -> ward.v1.Health.DropsEntry
+	29, // 43: ward.v1.Health.policy:type_name -> ward.v1.PolicyStatus
+	9,  // 44: ward.v1.FleetAlert.kind:type_name -> ward.v1.FleetAlert.Kind
+	28, // 45: ward.v1.FleetAlert.last_seen:type_name -> google.protobuf.Timestamp
+	28, // 46: ward.v1.NetworkFlow.Detection.time:type_name -> google.protobuf.Timestamp
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_ward_v1_event_proto_init() }
@@ -2220,17 +3211,20 @@ func file_ward_v1_event_proto_init() {
 		(*Event_Finding)(nil),
 		(*Event_Health)(nil),
 		(*Event_Flow)(nil),
+		(*Event_Fleet)(nil),
+		(*Event_Access)(nil),
 	}
-	file_ward_v1_event_proto_msgTypes[8].OneofWrappers = []any{
+	file_ward_v1_event_proto_msgTypes[9].OneofWrappers = []any{
 		(*Finding_File)(nil),
+		(*Finding_Network)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ward_v1_event_proto_rawDesc), len(file_ward_v1_event_proto_rawDesc)),
-			NumEnums:      8,
-			NumMessages:   13,
+			NumEnums:      10,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

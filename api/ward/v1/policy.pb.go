@@ -188,8 +188,13 @@ type FetchPolicyResponse struct {
 	Bundle *PolicyBundle `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
 	// The newest version the collector holds for the group (0 for none).
 	LatestVersion uint64 `protobuf:"varint,2,opt,name=latest_version,json=latestVersion,proto3" json:"latest_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The collector's signed sanctioning overlay (policy/sanctioning.go): a signed note and
+	// the organisation's sanctioning file. Sent only while the group's newest bundle delegates
+	// sanctioning to the collector's key; agents verify it against the keys the bundle they
+	// apply delegates to before using it.
+	SanctioningOverlay []byte `protobuf:"bytes,3,opt,name=sanctioning_overlay,json=sanctioningOverlay,proto3" json:"sanctioning_overlay,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *FetchPolicyResponse) Reset() {
@@ -234,6 +239,13 @@ func (x *FetchPolicyResponse) GetLatestVersion() uint64 {
 		return x.LatestVersion
 	}
 	return 0
+}
+
+func (x *FetchPolicyResponse) GetSanctioningOverlay() []byte {
+	if x != nil {
+		return x.SanctioningOverlay
+	}
+	return nil
 }
 
 // PolicyStatus is the agent's view of its policy, reported in every Health event.
@@ -377,10 +389,11 @@ const file_ward_v1_policy_proto_rawDesc = "" +
 	"\ftarget_group\x18\x03 \x01(\tR\vtargetGroup\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x04 \x01(\tR\tlastError\x12)\n" +
-	"\x10rejected_version\x18\x05 \x01(\x04R\x0frejectedVersion\"k\n" +
+	"\x10rejected_version\x18\x05 \x01(\x04R\x0frejectedVersion\"\x9c\x01\n" +
 	"\x13FetchPolicyResponse\x12-\n" +
 	"\x06bundle\x18\x01 \x01(\v2\x15.ward.v1.PolicyBundleR\x06bundle\x12%\n" +
-	"\x0elatest_version\x18\x02 \x01(\x04R\rlatestVersion\"\x88\x03\n" +
+	"\x0elatest_version\x18\x02 \x01(\x04R\rlatestVersion\x12/\n" +
+	"\x13sanctioning_overlay\x18\x03 \x01(\fR\x12sanctioningOverlay\"\x88\x03\n" +
 	"\fPolicyStatus\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
