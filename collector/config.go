@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ward-dlp/ward/collector/console"
 	"github.com/ward-dlp/ward/collector/sinks"
 )
 
@@ -44,6 +45,22 @@ type Config struct {
 	// MetricsListen is a loopback host:port serving Prometheus metrics at /metrics; empty
 	// (the default) serves none.
 	MetricsListen string `yaml:"metrics_listen"`
+	// Audit shapes the tamper-evident audit log's checkpoints (docs/siem.md).
+	Audit AuditConfig `yaml:"audit"`
+	// Console is the web console over HTTPS (docs/console.md); disabled without a listen
+	// address.
+	Console console.Config `yaml:"console"`
+
+	// Ingest bounds in-flight work and per-agent rates (opsconfig.go).
+	Ingest IngestConfig `yaml:"ingest"`
+	// Fleet configures agent-silence alerts.
+	Fleet FleetConfig `yaml:"fleet"`
+	// Retention bounds stored events by age and database size.
+	Retention RetentionConfig `yaml:"retention"`
+	// EvidenceEncryption encrypts stored events at rest.
+	EvidenceEncryption EvidenceConfig `yaml:"evidence_encryption"`
+	// Store chooses SQLite (default) or a PostgreSQL database shared by replicas.
+	Store StoreConfig `yaml:"store"`
 
 	// Version is the build version, reported by the health endpoint; not configurable.
 	Version string `yaml:"-"`
@@ -95,13 +112,32 @@ func (c Config) Validate() error {
 		return fmt.Errorf("cert_ttl: %s is too short for agents to renew in time (minimum 1h)", c.CertTTL)
 	case c.MaxBatchEvents < 0 || c.MaxMessageBytes < 0 || c.MaxEventBytes < 0:
 		return errors.New("limits must not be negative")
+	case c.Audit.CheckpointEvery < 0 || c.Audit.CheckpointInterval < 0:
+		return errors.New("audit: checkpoint_every and checkpoint_interval must not be negative")
 	}
 	if c.MetricsListen != "" {
 		if err := checkLoopback(c.MetricsListen); err != nil {
 			return fmt.Errorf("metrics_listen: %w", err)
 		}
 	}
+	if err := c.Console.Validate(); err != nil {
+		return err
+	}
+	if err := c.validateOps(); err != nil {
+		return err
+	}
+	if err := c.Store.validate(); err != nil {
+		return err
+	}
 	return sinks.ValidateAll(c.Sinks)
+}
+
+// AuditConfig says how often the audit log's tree head is signed and sent to the SIEM.
+type AuditConfig struct {
+	// CheckpointEvery signs a checkpoint after this many new records; default 100.
+	CheckpointEvery int64 `yaml:"checkpoint_every"`
+	// CheckpointInterval signs one this often when records were added; default 5m.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 }
 
 // checkLoopback requires addr to be host:port on a loopback address: metrics name sinks and

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,10 +19,16 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/ward-dlp/ward/collector/api"
+	"github.com/ward-dlp/ward/collector/audit"
+	"github.com/ward-dlp/ward/collector/console"
+	"github.com/ward-dlp/ward/collector/console/account"
 	"github.com/ward-dlp/ward/collector/enroll"
+	"github.com/ward-dlp/ward/collector/fleet"
 	"github.com/ward-dlp/ward/collector/ingest"
+	collectorpolicy "github.com/ward-dlp/ward/collector/policy"
+	"github.com/ward-dlp/ward/collector/report"
+	"github.com/ward-dlp/ward/collector/retention"
 	"github.com/ward-dlp/ward/collector/sinks"
-	"github.com/ward-dlp/ward/collector/store"
 )
 
 // Run starts the collector and blocks until ctx is cancelled, then shuts down gracefully:
@@ -52,7 +60,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("collector: %w", err)
 	}
-	st, err := store.Open(ctx, filepath.Join(state, "ward.db"))
+	st, err := cfg.Store.open(ctx, state)
 	if err != nil {
 		return fmt.Errorf("collector: %w", err)
 	}
@@ -61,7 +69,34 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			log.Error("closing store", "err", err)
 		}
 	}()
+	// Replicas sharing PostgreSQL: alive before any sink claims work (storeconfig.go).
+	if err := st.Heartbeat(ctx); err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	heartbeatCtx, stopHeartbeat := context.WithCancel(context.WithoutCancel(ctx))
+	heartbeatDone := make(chan struct{})
+	go func() { st.RunReplicaHeartbeat(heartbeatCtx, log.With("component", "store")); close(heartbeatDone) }()
+	defer func() { stopHeartbeat(); <-heartbeatDone }()
+	// Evidence keys before anything reads or writes events: a ring missing a key that
+	// stored rows need stops the start here, with the ids (opsconfig.go).
+	evidenceKeys, keySource, err := cfg.evidenceKeys()
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	if err := st.SetEvidenceKeys(ctx, evidenceKeys); err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	if evidenceKeys != nil {
+		log.Info("evidence encrypted at rest", "key_id", evidenceKeys.CurrentID(), "keys", len(evidenceKeys.IDs()), "source", keySource)
+	}
 	enr := enroll.NewEnroller(ca, st, cfg.TokenTTL, cfg.CertTTL, log)
+	auditLog, err := audit.Open(st, audit.Options{
+		KeyFile: filepath.Join(state, "audit", "audit.key"), CheckpointEvery: cfg.Audit.CheckpointEvery,
+		CheckpointInterval: cfg.Audit.CheckpointInterval, Log: log.With("component", "audit"),
+	})
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
 
 	// Sinks route before ingest serves, so every event stored from now on is queued for them.
 	reg := prometheus.NewRegistry()
@@ -84,6 +119,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			log.Error("sinks", "err", err)
 		}
 	}()
+	// The audit checkpointer starts after the sinks routed (its checkpoints are queued for
+	// them) and stops before them, with a last checkpoint covering the final records.
+	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	auditDone := make(chan struct{})
+	go func() { auditLog.Run(auditCtx); close(auditDone) }()
+	defer func() { stopAudit(); <-auditDone }()
+	if err := auditLog.Record(ctx, audit.Entry{Actor: audit.Actor{Type: audit.ActorSystem, ID: "ward-collector"},
+		Action: audit.ActionCollectorStart, Outcome: audit.OutcomeSuccess,
+		Details: map[string]string{"version": cfg.Version, "pid": strconv.Itoa(os.Getpid())}}); err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
 	if cfg.MetricsListen != "" {
 		mlis, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -101,11 +147,31 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Info("metrics", "listen", mlis.Addr().String())
 	}
 
-	svc := ingest.New(enr, st, ingest.Limits{
-		MaxBatchEvents:  cfg.MaxBatchEvents,
-		MaxMessageBytes: cfg.MaxMessageBytes,
-		MaxEventBytes:   cfg.MaxEventBytes,
-	}, log.With("component", "ingest"))
+	ingestMetrics, err := ingest.NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	// The console's app decisions reach agents as an overlay signed with the collector's
+	// sanctioning key, applied only where the signed policy delegates to it (docs/console.md).
+	sanctioner, err := collectorpolicy.OpenSanctioner(state, st, nil)
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	svc := ingest.New(enr, st, cfg.ingestLimits(), log.With("component", "ingest"), ingest.WithMetrics(ingestMetrics),
+		ingest.WithSanctioning(sanctioner.OverlayFor))
+	fleetMetrics, err := fleet.NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	fleetMon, err := fleet.New(st, fleet.Config{SilentAfter: cfg.Fleet.SilentAfter, CheckInterval: cfg.Fleet.CheckInterval},
+		log.With("component", "fleet"), fleetMetrics)
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	retentionMetrics, err := retention.NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
 	grpcSrv := svc.NewGRPCServer()
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -118,6 +184,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("collector: %w", err)
 	}
 	admin := api.New(st, enr, cfg.Version, log.With("component", "api"))
+	admin.SetAudit(auditLog)
+	// Console and reports (docs/console.md). The facts index runs whether or not the console
+	// listens: wardctl report reads it through the admin API.
+	consoleSealer, factsKey, err := console.OpenKeys(state)
+	if err != nil {
+		_ = lis.Close()
+		_ = adminLis.Close()
+		return fmt.Errorf("collector: %w", err)
+	}
+	admin.SetReports(report.Sources{Store: st, FactsKey: factsKey, Version: cfg.Version}, account.Params{})
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -125,6 +201,33 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	go func() { grpcErr <- grpcSrv.Serve(lis) }()
 	adminErr := make(chan error, 1)
 	go func() { adminErr <- admin.Serve(runCtx, adminLis, cfg.ShutdownTimeout) }()
+	// Ingest housekeeping, the fleet monitor and retention stop with runCtx; the deferred
+	// wait lets them finish their last store writes before the store closes.
+	var opsWG sync.WaitGroup
+	defer func() { cancel(); opsWG.Wait() }()
+	opsWG.Go(func() { svc.RunBackground(runCtx) })
+	opsWG.Go(func() { _ = fleetMon.Run(runCtx) })
+	if rc := cfg.retentionConfig(); rc.Enabled() {
+		job := retention.New(st, rc, log.With("component", "retention"), retentionMetrics)
+		opsWG.Go(func() { _ = job.Run(runCtx) })
+	}
+	go st.RunFactsIndexer(runCtx, factsKey, func(err error) { log.Warn("console facts index", "err", err) })
+	consoleErr := make(chan error, 1)
+	if cfg.Console.Listen != "" {
+		csrv, err := console.New(console.Options{Config: cfg.Console, Store: st, Enroller: enr, Auditor: auditLog,
+			AuditVerifier: auditLog.Verifier(), Sealer: consoleSealer, FactsKey: factsKey, StateDir: state,
+			GetCertificate: ca.ServerTLSConfig().GetCertificate, Version: cfg.Version, Log: log.With("component", "console"),
+			Sanctioner: sanctioner})
+		if err != nil {
+			return fmt.Errorf("collector: %w", err)
+		}
+		clis, err := net.Listen("tcp", cfg.Console.Listen)
+		if err != nil {
+			return fmt.Errorf("collector: listen for the console on %s: %w", cfg.Console.Listen, err)
+		}
+		go func() { consoleErr <- csrv.Serve(runCtx, clis, cfg.ShutdownTimeout) }()
+		log.Info("console", "listen", "https://"+clis.Addr().String())
+	}
 
 	log.Info("collector ready", "listen", lis.Addr().String(), "admin", sockPath, "ca", ca.CACertPath(), "version", cfg.Version)
 
@@ -137,6 +240,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	case err := <-adminErr:
 		runErr = fmt.Errorf("collector: %w", err)
 		adminErr <- nil // let the shutdown below collect a result
+	case err := <-consoleErr:
+		runErr = fmt.Errorf("collector: %w", err)
 	}
 	cancel()
 	gracefulStop(grpcSrv, cfg.ShutdownTimeout, log)

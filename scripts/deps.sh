@@ -5,7 +5,10 @@
 #   scripts/deps.sh generate  + clang, llvm-strip, libbpf headers, protoc
 #   scripts/deps.sh test      + what the tests need (generate's set,
 #                             debootstrap and rpm for the package tests, rsyslog for the
-#                             syslog sink test)
+#                             syslog sink test, dosfstools and fusefat for the USB-stick
+#                             image of the file-egress tests, chromium for the console's
+#                             browser tests, postgresql for the scale-out test and the
+#                             PostgreSQL store tests; its binaries stay off PATH)
 #   scripts/deps.sh package   rpm, to inspect built packages (nfpm itself is a Go tool)
 set -euo pipefail
 want=${1:-build}
@@ -29,7 +32,7 @@ pkgs=()
 case "$want" in
   build) ;;
   generate) pkgs=(clang:clang llvm:llvm-strip libbpf-dev:/usr/include/bpf/bpf_helpers.h protobuf-compiler:protoc) ;;
-  test) pkgs=(clang:clang llvm:llvm-strip libbpf-dev:/usr/include/bpf/bpf_helpers.h protobuf-compiler:protoc git:git debootstrap:debootstrap rpm:rpm rsyslog:rsyslogd rsyslog-gnutls:dpkg) ;;
+  test) pkgs=(clang:clang llvm:llvm-strip libbpf-dev:/usr/include/bpf/bpf_helpers.h protobuf-compiler:protoc git:git debootstrap:debootstrap rpm:rpm rsyslog:rsyslogd rsyslog-gnutls:dpkg dosfstools:mkfs.vfat fusefat:fusefat chromium:chromium curl:curl gnutls-bin:gnutls-cli libnss3-tools:tstclnt libssl-dev:/usr/include/openssl/ssl.h postgresql:dpkg) ;;
   package) pkgs=(rpm:rpm) ;;
   *) echo "deps: unknown set $want" >&2; exit 2 ;;
 esac

@@ -45,6 +45,12 @@ commands:
                                into a salted, keyed set for agents; no plaintext is written
   policy init|keygen|lint|test|sign|push|status
                                signed policy bundles (wardctl policy help)
+  audit list|verify|checkpoint the tamper-evident audit log (wardctl audit help)
+  sinks status|dead-letters|replay
+                               SIEM delivery queues and dead letters (wardctl sinks help)
+  user add|reset|list          console accounts (wardctl user add --role admin NAME makes the first admin)
+  report shadow-it|part2 --from DATE --to DATE -o DIR
+                               compliance report as CSV + PDF with a SHA-256 manifest
   version                      print the version
 
 The socket is $WARD_HOME/collector/admin.sock (WARD_HOME defaults to ./.ward).
@@ -105,6 +111,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdAgents(ctx, c, rest, stdout, stderr)
 	case "policy":
 		return cmdPolicy(ctx, c, rest, stdout, stderr)
+	case "user", "users":
+		return cmdUser(ctx, c, rest, stdout, stderr)
+	case "report":
+		return cmdReport(ctx, c, rest, stdout, stderr)
+	case "audit":
+		return cmdAudit(ctx, c, rest, stdout, stderr)
+	case "sinks", "sink":
+		return cmdSinks(ctx, c, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "wardctl %s\n", version)
 		return nil
@@ -204,7 +218,7 @@ func cmdEvents(ctx context.Context, c *client, args []string, stdout, stderr io.
 	fs.SetOutput(stderr)
 	output := fs.String("o", "table", "output: table or json (one object per line)")
 	follow := fs.Bool("f", false, "keep following new events")
-	kind := fs.String("kind", "", "only this kind: process, file, finding, flow or health")
+	kind := fs.String("kind", "", "only this kind: process, file, finding, flow, health or fleet")
 	agent := fs.String("agent", "", "only this agent id")
 	since := fs.String("since", "", "only events at or after this time (RFC 3339) or this long ago (e.g. 24h)")
 	limit := fs.Int("limit", 50, "how many of the newest events to list first")
@@ -316,12 +330,12 @@ type eventPrinter struct {
 	headerDone bool
 }
 
-const rowFormat = "%-20s %-14s %-8s %-6s %-8s %-36s %-26s %-10s %-16s %s\n"
+const rowFormat = "%-20s %-14s %-8s %-10s %-6s %-8s %-36s %-26s %-10s %-16s %s\n"
 
 func (p *eventPrinter) header() {
 	if !p.json && !p.headerDone {
 		p.headerDone = true
-		fmt.Fprintf(p.w, rowFormat, "TIME", "HOST", "KIND", "CLASS", "SEVERITY", "PATH", "PROCESS", "USER", "DETECTOR", "SAMPLE")
+		fmt.Fprintf(p.w, rowFormat, "TIME", "HOST", "KIND", "TARGET", "CLASS", "SEVERITY", "PATH", "PROCESS", "USER", "DETECTOR", "SAMPLE")
 	}
 }
 
@@ -361,7 +375,9 @@ func (p *eventPrinter) row(line eventLine) error {
 	if host == "" {
 		host = ev.GetAgentId()
 	}
-	kind, class, sev, path, detector, sample := "", "-", "-", "-", "-", "-"
+	// target is the egress target kind of file events (removable, share, sync, print,
+	// configured).
+	kind, target, class, sev, path, detector, sample := "", "-", "-", "-", "-", "-", "-"
 	var proc *wardv1.Process
 	switch pl := ev.GetPayload().(type) {
 	case *wardv1.Event_Process:
@@ -370,6 +386,9 @@ func (p *eventPrinter) row(line eventLine) error {
 	case *wardv1.Event_File:
 		kind = "file"
 		path = pl.File.GetPath()
+		if k := pl.File.GetTargetKind(); k != "" {
+			target = k
+		}
 		proc = pl.File.GetProcess()
 	case *wardv1.Event_Finding:
 		f := pl.Finding
@@ -377,6 +396,9 @@ func (p *eventPrinter) row(line eventLine) error {
 		class = strings.TrimPrefix(f.GetDataClass().String(), "DATA_CLASS_")
 		sev = strings.ToLower(strings.TrimPrefix(f.GetDecision().GetSeverity().String(), "SEVERITY_"))
 		path = f.GetFile().GetPath()
+		if k := f.GetFile().GetTargetKind(); k != "" {
+			target = k
+		}
 		proc = f.GetProcess()
 		if ms := f.GetMatches(); len(ms) > 0 {
 			detector = ms[0].GetDetector()
@@ -409,6 +431,17 @@ func (p *eventPrinter) row(line eventLine) error {
 			drops += n
 		}
 		path = fmt.Sprintf("probes %d/%d, drops %d, spool %d", attached, len(h.GetProbes()), drops, h.GetSpoolEvents())
+	case *wardv1.Event_Access:
+		kind = "access"
+		class = strings.TrimPrefix(pl.Access.GetDataClass().String(), "DATA_CLASS_")
+		path = pl.Access.GetPath()
+		proc = pl.Access.GetProcess()
+	case *wardv1.Event_Fleet:
+		kind = "fleet"
+		fa := pl.Fleet
+		sev = strings.ToLower(strings.TrimPrefix(fa.GetKind().String(), "KIND_"))
+		path = fmt.Sprintf("last seen %s, silent %s", fa.GetLastSeen().AsTime().UTC().Format(time.RFC3339),
+			time.Duration(fa.GetSilentForSeconds())*time.Second)
 	default:
 		kind = "unknown"
 	}
@@ -425,7 +458,7 @@ func (p *eventPrinter) row(line eventLine) error {
 		path = "-"
 	}
 	ts := ev.GetTime().AsTime().UTC().Format("2006-01-02T15:04:05Z")
-	fmt.Fprintf(p.w, rowFormat, ts, cut(host, 14), kind, class, sev, cutLeft(path, 36), cutLeft(process, 26), cut(user, 10), cut(detector, 16), sample)
+	fmt.Fprintf(p.w, rowFormat, ts, cut(host, 14), kind, cut(target, 10), class, sev, cutLeft(path, 36), cutLeft(process, 26), cut(user, 10), cut(detector, 16), sample)
 	return nil
 }
 
@@ -495,7 +528,9 @@ type agent struct {
 	EnrolledAt time.Time  `json:"enrolled_at"`
 	LastSeen   *time.Time `json:"last_seen,omitempty"`
 	Revoked    bool       `json:"revoked"`
-	Policy     *struct {
+	// SilentSince is set while the collector's fleet monitor has an agent-silent alert open.
+	SilentSince *time.Time `json:"silent_since,omitempty"`
+	Policy      *struct {
 		TargetGroup string `json:"target_group"`
 		Version     uint64 `json:"version"`
 		LastError   string `json:"last_error"`
@@ -536,15 +571,33 @@ func cmdAgents(ctx context.Context, c *client, args []string, stdout, stderr io.
 		}
 		seen, status := "never", "active"
 		if a.LastSeen != nil {
-			seen = a.LastSeen.UTC().Format(time.RFC3339)
+			seen = a.LastSeen.UTC().Format(time.RFC3339) + " (" + ago(time.Since(*a.LastSeen)) + ")"
 		}
-		if a.Revoked {
+		switch {
+		case a.Revoked:
 			status = "revoked"
+		case a.SilentSince != nil:
+			status = "silent since " + a.SilentSince.UTC().Format(time.RFC3339)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Hostname, cut(a.MachineID, 12), a.Version, a.policyLabel(),
 			a.EnrolledAt.UTC().Format(time.RFC3339), seen, status)
 	}
 	return tw.Flush()
+}
+
+// ago renders an elapsed time coarsely for tables: 45s, 12m, 3h, 5d ago.
+func ago(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%dd ago", int(d/(24*time.Hour)))
 }
 
 func cmdRevoke(ctx context.Context, c *client, args []string, stdout io.Writer) error {

@@ -99,7 +99,7 @@ func TestEndToEnd(t *testing.T) {
 		Payload: &wardv1.Event_Finding{Finding: &wardv1.Finding{
 			DataClass: wardv1.DataClass_DATA_CLASS_PART2,
 			Process:   &wardv1.Process{Pid: 77, Exe: "/usr/bin/rsync", User: "bob"},
-			Target:    &wardv1.Finding_File{File: &wardv1.FileTarget{Path: "/mnt/share/sud-notes.xml"}},
+			Target:    &wardv1.Finding_File{File: &wardv1.FileTarget{Path: "/mnt/share/sud-notes.xml", TargetKind: "share"}},
 			Matches:   []*wardv1.Match{{Detector: "phi.ssn", MaskedSamples: []string{"***-**-6789"}}},
 			Decision:  &wardv1.Decision{Severity: wardv1.Severity_SEVERITY_CRITICAL},
 		}},
@@ -112,7 +112,7 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"TIME", "intake-01", "finding", "PART2", "critical", "/mnt/share/sud-notes.xml", "/usr/bin/rsync[77]", "bob", "phi.ssn", "***-**-6789"} {
+	for _, want := range []string{"TIME", "TARGET", "intake-01", "finding", "share", "PART2", "critical", "/mnt/share/sud-notes.xml", "/usr/bin/rsync[77]", "bob", "phi.ssn", "***-**-6789"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}

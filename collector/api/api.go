@@ -29,7 +29,10 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/ward-dlp/ward/collector/audit"
+	"github.com/ward-dlp/ward/collector/console/account"
 	"github.com/ward-dlp/ward/collector/enroll"
+	"github.com/ward-dlp/ward/collector/report"
 	"github.com/ward-dlp/ward/collector/store"
 )
 
@@ -41,6 +44,12 @@ type Server struct {
 	version string
 	// allowed are the uids that may use the API: root and the collector's own uid.
 	allowed map[uint32]bool
+	// audit records administrative actions and event reads (nil: not recorded).
+	audit *audit.Log
+	// reports and params serve the report and console-user endpoints (console.go); nil
+	// reports disables them.
+	reports *report.Sources
+	params  account.Params
 }
 
 // New builds the API server.
@@ -109,17 +118,44 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, grace time.Duration)
 	return nil
 }
 
+// route is one admin API endpoint: a ServeMux pattern ("METHOD /path") and its handler.
+type route struct {
+	pattern string
+	handler http.HandlerFunc
+}
+
+// routes is the one list of endpoints: Handler registers exactly these, and the OpenAPI test
+// checks them against openapi.yaml both ways, so an undocumented route cannot ship.
+func (s *Server) routes() []route {
+	return []route{
+		{"GET /v1/openapi.yaml", s.openapi},
+		{"GET /v1/healthz", s.healthz},
+		{"GET /v1/events", s.listEvents},
+		{"GET /v1/events/follow", s.followEvents},
+		{"POST /v1/enrollment-tokens", s.createToken},
+		{"GET /v1/agents", s.listAgents},
+		{"POST /v1/agents/{id}/revoke", s.revokeAgent},
+		{"POST /v1/policy", s.pushPolicy},
+		{"GET /v1/policy", s.policyStatus},
+		{"GET /v1/audit/entries", s.auditEntries},
+		{"GET /v1/audit/checkpoints", s.auditCheckpoints},
+		{"POST /v1/audit/checkpoints", s.auditCheckpointNow},
+		{"GET /v1/sinks", s.sinkStatus},
+		{"GET /v1/sinks/dead-letters", s.deadLetters},
+		{"POST /v1/sinks/{name}/replay", s.replay},
+		{"GET /v1/users", s.listUsers},
+		{"POST /v1/users", s.addUser},
+		{"POST /v1/users/{name}/reset", s.resetUser},
+		{"GET /v1/reports/{kind}", s.report},
+	}
+}
+
 // Handler returns the API's routes behind the peer-credential check.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/healthz", s.healthz)
-	mux.HandleFunc("GET /v1/events", s.listEvents)
-	mux.HandleFunc("GET /v1/events/follow", s.followEvents)
-	mux.HandleFunc("POST /v1/enrollment-tokens", s.createToken)
-	mux.HandleFunc("GET /v1/agents", s.listAgents)
-	mux.HandleFunc("POST /v1/agents/{id}/revoke", s.revokeAgent)
-	mux.HandleFunc("POST /v1/policy", s.pushPolicy)
-	mux.HandleFunc("GET /v1/policy", s.policyStatus)
+	for _, rt := range s.routes() {
+		mux.HandleFunc(rt.pattern, rt.handler)
+	}
 	return s.requirePeer(mux)
 }
 
@@ -159,6 +195,7 @@ func (s *Server) requirePeer(next http.Handler) http.Handler {
 				uid = int64(pc.ucred.Uid)
 			}
 			s.log.Warn("admin API refused peer", "uid", uid, "path", r.URL.Path, "err", pc.err)
+			s.record(nil, r, audit.ActionAdminAccessDenied, r.Method+" "+r.URL.Path, audit.OutcomeDenied, nil)
 			writeError(w, http.StatusForbidden, "only root or the collector's user may use the admin API")
 			return
 		}
@@ -223,9 +260,9 @@ func parseFilter(r *http.Request) (store.Filter, error) {
 	}
 	f.Kind = q.Get("kind")
 	switch f.Kind {
-	case "", store.KindProcess, store.KindFile, store.KindFinding, store.KindHealth, store.KindFlow:
+	case "", store.KindProcess, store.KindFile, store.KindFinding, store.KindHealth, store.KindFlow, store.KindFleet:
 	default:
-		return f, fmt.Errorf("kind: want process, file, finding, flow or health, got %q", f.Kind)
+		return f, fmt.Errorf("kind: want process, file, finding, flow, health or fleet, got %q", f.Kind)
 	}
 	f.AgentID = q.Get("agent")
 	if v := q.Get("limit"); v != "" {
@@ -250,6 +287,9 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 	f, err := parseFilter(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if !s.record(w, r, audit.ActionEventsRead, "events", audit.OutcomeSuccess, filterDetails(r, "list")) {
 		return
 	}
 	events, err := s.store.ListEvents(r.Context(), f)
@@ -285,6 +325,9 @@ func (s *Server) followEvents(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusInternalServerError, "reading the event cursor failed")
 			return
 		}
+	}
+	if !s.record(w, r, audit.ActionEventsRead, "events", audit.OutcomeSuccess, filterDetails(r, "follow")) {
+		return
 	}
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -337,6 +380,12 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		ttl = d
 	}
 	tok, exp, err := s.enr.CreateToken(r.Context(), ttl)
+	// The token itself is never recorded: it is a credential until used.
+	details := map[string]string{"ttl": req.TTL}
+	if err == nil {
+		details["expires_at"] = exp.UTC().Format(time.RFC3339)
+	}
+	s.recordAfter(r, audit.ActionTokenCreate, "", err, details)
 	if err != nil {
 		if errors.Is(err, enroll.ErrTTLTooLong) {
 			writeError(w, http.StatusBadRequest, err.Error())
@@ -356,25 +405,11 @@ type AgentsResponse struct {
 }
 
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
-	agents, err := s.store.Agents(r.Context())
+	views, err := s.store.AgentStatuses(r.Context())
 	if err != nil {
 		s.log.Error("list agents", "err", err)
 		writeError(w, http.StatusInternalServerError, "listing agents failed")
 		return
-	}
-	reports, err := s.store.AgentPolicies(r.Context())
-	if err != nil {
-		s.log.Error("list agent policies", "err", err)
-		writeError(w, http.StatusInternalServerError, "listing agents failed")
-		return
-	}
-	views := make([]AgentView, 0, len(agents))
-	for _, a := range agents {
-		v := AgentView{Agent: a}
-		if p, ok := reports[a.ID]; ok {
-			v.Policy = &p
-		}
-		views = append(views, v)
 	}
 	writeJSON(w, http.StatusOK, AgentsResponse{Agents: views})
 }
@@ -382,6 +417,7 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
 func (s *Server) revokeAgent(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	err := s.store.RevokeAgent(r.Context(), id, time.Now())
+	s.recordAfter(r, audit.ActionAgentRevoke, id, err, nil)
 	if errors.Is(err, store.ErrAgentUnknown) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no agent %q", id))
 		return
@@ -413,4 +449,16 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// filterDetails names an events read in the audit log: the endpoint and the filter, which
+// say what could have been seen (the events themselves are not copied into the log).
+func filterDetails(r *http.Request, mode string) map[string]string {
+	d := map[string]string{"mode": mode}
+	for _, k := range []string{"kind", "agent", "since", "after", "limit", "newest"} {
+		if v := r.URL.Query().Get(k); v != "" {
+			d[k] = v
+		}
+	}
+	return d
 }

@@ -2,10 +2,12 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
 
+	"github.com/ward-dlp/ward/collector/audit"
 	collpolicy "github.com/ward-dlp/ward/collector/policy"
 	"github.com/ward-dlp/ward/collector/store"
 	"github.com/ward-dlp/ward/policy"
@@ -27,6 +29,12 @@ func (s *Server) pushPolicy(w http.ResponseWriter, r *http.Request) {
 		uid = int64(pc.ucred.Uid)
 	}
 	b, err := collpolicy.Push(r.Context(), s.store, body, uid, time.Now())
+	if err == nil {
+		s.recordAfter(r, audit.ActionPolicyPublish, fmt.Sprintf("%s/%d", b.TargetGroup, b.Version), nil,
+			map[string]string{"name": b.Name, "sha256": b.SHA256, "expires_at": b.ExpiresAt.UTC().Format(time.RFC3339)})
+	} else {
+		s.recordAfter(r, audit.ActionPolicyPublish, "", err, map[string]string{"bytes": fmt.Sprint(len(body))})
+	}
 	switch {
 	case errors.Is(err, store.ErrPolicyNotNewer), errors.Is(err, store.ErrPolicyDuplicate):
 		writeError(w, http.StatusConflict, err.Error())
@@ -52,11 +60,12 @@ func (s *Server) policyStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "reading policy status failed")
 		return
 	}
+	if f.Groups == nil {
+		f.Groups = []collpolicy.GroupStatus{} // the document promises an array, even before the first push
+	}
 	writeJSON(w, http.StatusOK, f)
 }
 
-// AgentView is one agent in GET /v1/agents: the stored agent plus its last policy report.
-type AgentView struct {
-	store.Agent
-	Policy *store.AgentPolicy `json:"policy,omitempty"`
-}
+// AgentView is one agent in GET /v1/agents: the stored agent plus its last policy report,
+// the same rows the console's fleet view starts from.
+type AgentView = store.AgentStatus

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -41,6 +42,25 @@ type Limits struct {
 	// MaxEventBytes is the largest single encoded event (default 256 KiB); larger events are
 	// rejected (and acknowledged) individually.
 	MaxEventBytes int
+
+	// MaxInflightEvents and MaxInflightBytes bound, over all agents, what has been accepted
+	// but not yet committed (defaults 50,000 events and 64 MiB). A batch that does not fit
+	// is pushed back with RESOURCE_EXHAUSTED and RetryInfo.
+	MaxInflightEvents int
+	MaxInflightBytes  int64
+	// CommitLatencyThreshold pushes back while the moving average of commit times is above
+	// it (default 2 s; negative disables).
+	CommitLatencyThreshold time.Duration
+	// OutboxDepthThreshold pushes back while the sink outbox holds more deliveries than
+	// this (0 disables: a SIEM outage then grows the outbox, which retention caps).
+	OutboxDepthThreshold int64
+	// AgentEventsPerSecond and AgentBurst are each agent's token bucket (defaults 2000/s and
+	// the larger of 10 s of rate and MaxBatchEvents; a negative rate disables the limit).
+	AgentEventsPerSecond float64
+	AgentBurst           int
+	// RetryBase and RetryMax bound the RetryInfo delay (defaults 1 s and 30 s).
+	RetryBase time.Duration
+	RetryMax  time.Duration
 }
 
 func (l *Limits) defaults() {
@@ -53,6 +73,28 @@ func (l *Limits) defaults() {
 	if l.MaxEventBytes <= 0 {
 		l.MaxEventBytes = 256 << 10
 	}
+	if l.MaxInflightEvents <= 0 {
+		l.MaxInflightEvents = 50_000
+	}
+	if l.MaxInflightBytes <= 0 {
+		l.MaxInflightBytes = 64 << 20
+	}
+	if l.CommitLatencyThreshold == 0 {
+		l.CommitLatencyThreshold = 2 * time.Second
+	}
+	if l.AgentEventsPerSecond == 0 {
+		l.AgentEventsPerSecond = 2000
+	}
+	if l.AgentBurst <= 0 {
+		l.AgentBurst = max(int(10*l.AgentEventsPerSecond), l.MaxBatchEvents)
+	}
+	if l.RetryBase <= 0 {
+		l.RetryBase = time.Second
+	}
+	if l.RetryMax <= 0 {
+		l.RetryMax = 30 * time.Second
+	}
+	l.RetryMax = max(l.RetryMax, l.RetryBase)
 }
 
 // Service implements wardv1.AgentServiceServer.
@@ -63,12 +105,59 @@ type Service struct {
 	log    *slog.Logger
 	limits Limits
 	now    func() time.Time
+
+	adm      *admission
+	limiters *agentLimiters
+	metrics  *Metrics
+	// sanctioning returns the signed sanctioning overlay for a group's agents (nil: none).
+	sanctioning func(ctx context.Context, group string) ([]byte, error)
+
+	// contacts are agents heard from without a store write (pushed back), flushed to
+	// agents.last_seen by RunBackground so throttled agents do not look silent.
+	contactMu sync.Mutex
+	contacts  map[string]time.Time
+
+	// revokedSeen throttles AGENT_REVOKED_CONTACT alerts in memory (the store throttles
+	// them too, across restarts and replicas).
+	revokedMu   sync.Mutex
+	revokedSeen map[string]time.Time
 }
 
+// Option configures a Service.
+type Option func(*Service)
+
+// WithMetrics makes the service report to m.
+func WithMetrics(m *Metrics) Option { return func(s *Service) { s.metrics = m } }
+
+// WithSanctioning makes FetchPolicy hand agents the sanctioning overlay f returns for their
+// group (collector/policy.Sanctioner.OverlayFor).
+func WithSanctioning(f func(ctx context.Context, group string) ([]byte, error)) Option {
+	return func(s *Service) { s.sanctioning = f }
+}
+
+// revokedAlertEvery is the least time between two AGENT_REVOKED_CONTACT alerts per agent.
+const revokedAlertEvery = time.Hour
+
 // New builds the service.
-func New(enr *enroll.Enroller, st *store.Store, limits Limits, log *slog.Logger) *Service {
+func New(enr *enroll.Enroller, st *store.Store, limits Limits, log *slog.Logger, opts ...Option) *Service {
 	limits.defaults()
-	return &Service{enr: enr, store: st, log: log, limits: limits, now: time.Now}
+	s := &Service{enr: enr, store: st, log: log, limits: limits, now: time.Now,
+		adm: &admission{
+			maxEvents: int64(limits.MaxInflightEvents), maxBytes: limits.MaxInflightBytes,
+			latencyThreshold: limits.CommitLatencyThreshold, outboxThreshold: limits.OutboxDepthThreshold,
+			retryBase: limits.RetryBase, retryMax: limits.RetryMax,
+		},
+		limiters:    newAgentLimiters(limits.AgentEventsPerSecond, limits.AgentBurst),
+		contacts:    map[string]time.Time{},
+		revokedSeen: map[string]time.Time{},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.metrics == nil {
+		s.metrics, _ = NewMetrics(nil) // a private registry cannot collide
+	}
+	return s
 }
 
 // NewGRPCServer returns a gRPC server with the service registered, TLS from the enroller's CA,
@@ -92,6 +181,9 @@ func (s *Service) NewGRPCServer() *grpc.Server {
 			Time:              2 * time.Minute,
 			Timeout:           20 * time.Second,
 		}),
+		// Before a request is even read: when the in-flight budget is already full, push
+		// back without decoding up to MaxMessageBytes of it.
+		grpc.InTapHandle(s.tap),
 		grpc.ChainUnaryInterceptor(s.recoverUnary, s.authUnary),
 		grpc.ChainStreamInterceptor(refuseStreams),
 	)
@@ -146,9 +238,35 @@ func (s *Service) authenticate(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("look up agent %s: %w", id, err)
 	}
 	if a.Revoked {
+		s.revokedContact(ctx, id)
 		return "", fmt.Errorf("agent %s has been revoked", id)
 	}
 	return id, nil
+}
+
+// revokedContact raises AGENT_REVOKED_CONTACT for a revoked agent's certificate presented
+// again (a decommissioned or stolen machine still running the agent), at most once per
+// revokedAlertEvery per agent.
+func (s *Service) revokedContact(ctx context.Context, id string) {
+	now := s.now()
+	s.revokedMu.Lock()
+	last, ok := s.revokedSeen[id]
+	if ok && now.Sub(last) < revokedAlertEvery {
+		s.revokedMu.Unlock()
+		return
+	}
+	s.revokedSeen[id] = now
+	s.revokedMu.Unlock()
+	ev, err := s.store.RaiseFleetAlert(ctx, store.FleetCheck{
+		Kind: wardv1.FleetAlert_KIND_AGENT_REVOKED_CONTACT, AgentID: id, Now: now, Throttle: revokedAlertEvery,
+	})
+	if err != nil {
+		s.log.Error("raising revoked-agent alert failed", "agent_id", id, "err", err)
+		return
+	}
+	if ev != nil {
+		s.log.Warn("a revoked agent called in; alert raised", "agent_id", id, "hostname", ev.GetHost().GetHostname(), "peer", peerAddr(ctx))
+	}
 }
 
 // recoverUnary turns a panic in a handler into INTERNAL for that call instead of a crash.
@@ -214,7 +332,9 @@ func (s *Service) RenewCertificate(ctx context.Context, req *wardv1.RenewCertifi
 func (s *Service) Export(ctx context.Context, req *wardv1.ExportRequest) (*wardv1.ExportResponse, error) {
 	agentID := agentFrom(ctx)
 	events := req.GetEvents()
+	m := s.metrics
 	if len(events) > s.limits.MaxBatchEvents {
+		m.refused("too_large", len(events))
 		return nil, status.Errorf(codes.InvalidArgument, "batch of %d events exceeds the limit of %d; send smaller batches", len(events), s.limits.MaxBatchEvents)
 	}
 	// Impersonation check first, over the whole batch: nothing of a batch that claims another
@@ -223,6 +343,7 @@ func (s *Service) Export(ctx context.Context, req *wardv1.ExportRequest) (*wardv
 		if ev.GetAgentId() != agentID {
 			s.log.Warn("agent sent events labelled with another agent id; batch refused",
 				"agent_id", agentID, "claimed_agent_id", bound(ev.GetAgentId(), 64), "seq", ev.GetSeq(), "peer", peerAddr(ctx))
+			m.refused("impersonation", len(events))
 			return nil, status.Errorf(codes.PermissionDenied, "event seq %d is labelled agent_id %q but the certificate is for %s",
 				ev.GetSeq(), bound(ev.GetAgentId(), 64), agentID)
 		}
@@ -250,17 +371,54 @@ func (s *Service) Export(ctx context.Context, req *wardv1.ExportRequest) (*wardv
 		acked = append(acked, rec.Seq)
 	}
 
+	if len(recs) > 0 {
+		// Per-agent rate first (its delay is exact: when the bucket covers the batch), then
+		// the collector-wide budget. A batch pushed back is not stored in part: the agent
+		// resends all of it after the delay, and what was stored before is deduplicated.
+		now := s.now()
+		r, wait := s.limiters.reserve(agentID, len(recs), now)
+		if wait > 0 {
+			return nil, s.pushBack(agentID, reasonRateLimit, max(wait, 50*time.Millisecond), len(events), now,
+				fmt.Sprintf("agent over its rate of %.0f events/s", s.limits.AgentEventsPerSecond))
+		}
+		size := int64(proto.Size(req))
+		ok, reason, ratio := s.adm.acquire(int64(len(recs)), size)
+		if !ok {
+			if r != nil {
+				r.CancelAt(now)
+			}
+			return nil, s.pushBack(agentID, reason, s.adm.delay(ratio, now), len(events), now,
+				fmt.Sprintf("load at %.0f%% of the limit", 100*ratio))
+		}
+		m.setInflight(s.adm.inflight())
+		defer func() {
+			s.adm.release(int64(len(recs)), size)
+			m.setInflight(s.adm.inflight())
+		}()
+	}
+
 	var res store.InsertResult
 	var err error
 	if len(recs) > 0 {
+		start := time.Now()
 		res, err = s.store.InsertEvents(ctx, agentID, recs, s.now())
+		d := time.Since(start)
+		s.adm.observeCommit(d)
+		m.commit.Observe(d.Seconds())
 	} else {
 		err = s.store.TouchAgent(ctx, agentID, s.now())
 	}
 	if err != nil {
 		s.log.Error("storing batch failed", "agent_id", agentID, "events", len(recs), "err", err)
+		m.batches.WithLabelValues(outcomeFailed).Inc()
+		m.events.WithLabelValues(outcomeFailed).Add(float64(len(events)))
+		m.rejected.WithLabelValues("store_unavailable").Inc()
 		return nil, storeStatus(ctx, err)
 	}
+	m.batches.WithLabelValues("ok").Inc()
+	m.events.WithLabelValues(outcomeStored).Add(float64(res.Inserted))
+	m.events.WithLabelValues(outcomeDuplicate).Add(float64(res.Duplicates))
+	m.events.WithLabelValues(outcomeMalformed).Add(float64(rejected))
 
 	resp := &wardv1.ExportResponse{Rejected: rejected}
 	for _, r := range store.CoalesceSeqs(acked) {

@@ -33,6 +33,7 @@ type harness struct {
 	enr   *enroll.Enroller
 	store *store.Store
 	ca    *x509.CertPool
+	svc   *Service
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -49,7 +50,8 @@ func startServer(t *testing.T, limits Limits) *harness {
 		t.Fatal(err)
 	}
 	enr := enroll.NewEnroller(ca, st, 0, 0, quietLog())
-	srv := New(enr, st, limits, quietLog()).NewGRPCServer()
+	svc := New(enr, st, limits, quietLog())
+	srv := svc.NewGRPCServer()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +61,7 @@ func startServer(t *testing.T, limits Limits) *harness {
 		srv.Stop()
 		_ = st.Close()
 	})
-	return &harness{addr: lis.Addr().String(), enr: enr, store: st, ca: ca.CAPool()}
+	return &harness{addr: lis.Addr().String(), enr: enr, store: st, ca: ca.CAPool(), svc: svc}
 }
 
 // dial connects like an agent: pinning the collector CA, with an optional client certificate.

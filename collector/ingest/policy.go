@@ -47,6 +47,15 @@ func (s *Service) FetchPolicy(ctx context.Context, req *wardv1.FetchPolicyReques
 	if b.Version > req.GetCurrentVersion() && b.Version != req.GetRejectedVersion() {
 		resp.Bundle = &wardv1.PolicyBundle{SignedNote: b.SignedNote, Payload: b.Payload, Version: b.Version, TargetGroup: b.TargetGroup}
 	}
+	if s.sanctioning != nil {
+		// The agent verifies the overlay against its bundle's delegation; a failure here
+		// only delays sanctioning changes to the next poll.
+		if o, err := s.sanctioning(ctx, group); err != nil {
+			s.log.Warn("sanctioning overlay unavailable", "group", group, "err", err)
+		} else {
+			resp.SanctioningOverlay = o
+		}
+	}
 	return resp, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/ward-dlp/ward/collector/sinks/core"
@@ -23,6 +24,8 @@ type dispatcher struct {
 	metrics *Metrics
 	log     *slog.Logger
 	now     func() time.Time
+	// hostname is the collector's, for audit checkpoints.
+	hostname string
 
 	failures  int       // consecutive failed attempts, for the backoff exponent
 	notBefore time.Time // sink-level backoff
@@ -52,6 +55,12 @@ func (d *dispatcher) run(ctx context.Context) error {
 		if !ok {
 			sleep(ctx, time.Second)
 			continue
+		}
+		if err := d.deliverCheckpoints(ctx); err != nil && ctx.Err() == nil {
+			d.log.Error("sink dispatcher: audit checkpoints", "err", err)
+		}
+		if wait := d.notBefore.Sub(d.now()); wait > 0 {
+			continue // the checkpoint delivery failed and backs off; so do events
 		}
 		if st.Due == 0 {
 			waitFor(ctx, changed, statsEvery)
@@ -136,7 +145,7 @@ func (d *dispatcher) deliverOnce(ctx context.Context) error {
 		}
 	}
 
-	if err := d.store.AckOutbox(bctx, d.name, append(ack, skip...)); err != nil {
+	if err := d.store.SettleOutbox(bctx, d.name, ack, skip); err != nil {
 		return err
 	}
 	d.metrics.events.WithLabelValues(d.name, "delivered").Add(float64(len(ack)))
@@ -235,4 +244,66 @@ func waitFor(ctx context.Context, ch <-chan struct{}, d time.Duration) {
 	case <-ch:
 	case <-t.C:
 	}
+}
+
+// deliverCheckpoints sends the audit-log checkpoints queued for this sink, before events:
+// they are few and small, and the SIEM's copy of the tree head is what makes the audit log
+// tamper-evident. Outcomes follow the event rules: transient failures back the whole sink
+// off, permanent refusals are kept as dead letters (replayable), a format that cannot
+// represent them skips them.
+func (d *dispatcher) deliverCheckpoints(ctx context.Context) error {
+	cps, err := d.store.ClaimAuditOutbox(ctx, d.name, d.now(), 32)
+	if err != nil || len(cps) == 0 {
+		return err
+	}
+	items := make([]core.Item, len(cps))
+	for i, c := range cps {
+		lines := strings.SplitN(string(c.Note), "\n", 4)
+		cp := &core.Checkpoint{Size: c.Size, Note: string(c.Note), CreatedAt: c.CreatedAt, Hostname: d.hostname}
+		if len(lines) >= 3 {
+			cp.Origin, cp.RootHash = lines[0], lines[2]
+		}
+		items[i] = core.Item{RowID: c.Size, ReceivedAt: c.CreatedAt, Checkpoint: cp}
+	}
+	derr := d.sink.Deliver(ctx, items)
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var done, retry, dead []int64
+	var retryAfter time.Duration
+	var reason string
+	for i, it := range items {
+		err := derr
+		var be *core.BatchError
+		if errors.As(derr, &be) {
+			err = be.Failed[i]
+		}
+		if err == nil {
+			done = append(done, it.RowID)
+			continue
+		}
+		switch outcome, after := core.Outcome(err); outcome {
+		case "skipped":
+			done = append(done, it.RowID)
+		case "dead_letter":
+			dead = append(dead, it.RowID)
+			reason = err.Error()
+		default:
+			retry = append(retry, it.RowID)
+			retryAfter = max(retryAfter, after)
+			if reason == "" {
+				reason = err.Error()
+			}
+		}
+	}
+	var next time.Time
+	if len(retry) > 0 {
+		d.failures++
+		next = d.now().Add(max(backoff(d.retry, d.failures), retryAfter))
+		d.notBefore = next
+		d.log.Warn("audit checkpoint delivery failed; will retry", "checkpoints", len(retry), "retry_at", next, "err", reason)
+	}
+	if len(dead) > 0 {
+		d.log.Error("destination refused audit checkpoints permanently; kept as dead letters", "checkpoints", len(dead), "reason", reason)
+	}
+	return d.store.SettleAuditOutbox(bctx, d.name, done, retry, dead, next, d.now(), reason)
 }

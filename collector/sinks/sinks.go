@@ -4,7 +4,9 @@
 // destination confirmed it, or refused it for good (dead-letter table). Formats live in one
 // folder each: syslog (RFC 5424 over TLS, RFC 5425 framing, CEF or JSON), hec (Splunk HTTP
 // Event Collector with indexer acknowledgement), elastic (_bulk, ECS), file (rotated OCSF
-// JSON lines), webhook (signed JSON POST) and kafka (idempotent, acks=all, keyed by agent).
+// JSON lines), webhook (signed JSON POST), kafka (idempotent, acks=all, keyed by agent) and
+// sentinel (Azure Monitor Logs Ingestion API). Besides events, every sink receives the
+// collector's signed audit-log checkpoints (collector/audit), so the SIEM keeps a copy.
 // All of them serialise only core.View, the allow-list of what may leave the collector.
 package sinks
 
@@ -13,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"regexp"
 	"slices"
 	"sync"
@@ -24,6 +27,7 @@ import (
 	"github.com/ward-dlp/ward/collector/sinks/hec"
 	"github.com/ward-dlp/ward/collector/sinks/kafka"
 	"github.com/ward-dlp/ward/collector/sinks/ocsf"
+	"github.com/ward-dlp/ward/collector/sinks/sentinel"
 	"github.com/ward-dlp/ward/collector/sinks/syslog"
 	"github.com/ward-dlp/ward/collector/sinks/webhook"
 	"github.com/ward-dlp/ward/collector/store"
@@ -31,12 +35,13 @@ import (
 
 // Sink types.
 const (
-	TypeSyslog  = "syslog"
-	TypeHEC     = "hec"
-	TypeElastic = "elastic"
-	TypeFile    = "file"
-	TypeWebhook = "webhook"
-	TypeKafka   = "kafka"
+	TypeSyslog   = "syslog"
+	TypeHEC      = "hec"
+	TypeElastic  = "elastic"
+	TypeFile     = "file"
+	TypeWebhook  = "webhook"
+	TypeKafka    = "kafka"
+	TypeSentinel = "sentinel"
 )
 
 // Config is one entry of the collector's `sinks:` list.
@@ -57,12 +62,13 @@ type Config struct {
 	Batch BatchConfig `yaml:"batch"`
 	Retry RetryConfig `yaml:"retry"`
 
-	Syslog  *syslog.Config  `yaml:"syslog"`
-	HEC     *hec.Config     `yaml:"hec"`
-	Elastic *elastic.Config `yaml:"elastic"`
-	File    *file.Config    `yaml:"file"`
-	Webhook *webhook.Config `yaml:"webhook"`
-	Kafka   *kafka.Config   `yaml:"kafka"`
+	Syslog   *syslog.Config   `yaml:"syslog"`
+	HEC      *hec.Config      `yaml:"hec"`
+	Elastic  *elastic.Config  `yaml:"elastic"`
+	File     *file.Config     `yaml:"file"`
+	Webhook  *webhook.Config  `yaml:"webhook"`
+	Kafka    *kafka.Config    `yaml:"kafka"`
+	Sentinel *sentinel.Config `yaml:"sentinel"`
 }
 
 // BatchConfig bounds one delivery: at most MaxEvents events and MaxBytes of stored event
@@ -138,9 +144,10 @@ func (c Config) Validate() error {
 	blocks := map[string]bool{
 		TypeSyslog: c.Syslog != nil, TypeHEC: c.HEC != nil, TypeElastic: c.Elastic != nil,
 		TypeFile: c.File != nil, TypeWebhook: c.Webhook != nil, TypeKafka: c.Kafka != nil,
+		TypeSentinel: c.Sentinel != nil,
 	}
 	if _, known := blocks[c.Type]; !known {
-		return fmt.Errorf("sink %s: type %q: want one of syslog, hec, elastic, file, webhook, kafka", c.Name, c.Type)
+		return fmt.Errorf("sink %s: type %q: want one of syslog, hec, elastic, file, webhook, kafka, sentinel", c.Name, c.Type)
 	}
 	for t, set := range blocks {
 		if set && t != c.Type {
@@ -164,6 +171,8 @@ func (c Config) Validate() error {
 		err = c.Webhook.Validate()
 	case TypeKafka:
 		err = c.Kafka.Validate()
+	case TypeSentinel:
+		err = c.Sentinel.Validate()
 	}
 	if err != nil {
 		return fmt.Errorf("sink %s (%s): %w", c.Name, c.Type, err)
@@ -232,6 +241,7 @@ func Start(ctx context.Context, st *store.Store, cfgs []Config, o Options) (*Man
 		o.Metrics = m
 	}
 	m := &Manager{}
+	hostname, _ := os.Hostname()
 	var ds []*dispatcher
 	var names []string
 	for _, c := range cfgs {
@@ -245,7 +255,7 @@ func Start(ctx context.Context, st *store.Store, cfgs []Config, o Options) (*Man
 		m.sinks = append(m.sinks, s)
 		names = append(names, c.Name)
 		ds = append(ds, &dispatcher{name: c.Name, sink: s, store: st, batch: c.Batch, retry: c.Retry,
-			metrics: o.Metrics, log: log, now: time.Now})
+			metrics: o.Metrics, log: log, now: time.Now, hostname: hostname})
 	}
 	if err := Route(ctx, st, cfgs); err != nil {
 		_ = m.close()
@@ -311,6 +321,8 @@ func build(c Config, version string, log *slog.Logger) (core.Sink, error) {
 		return webhook.New(*c.Webhook, o, log)
 	case TypeKafka:
 		return kafka.New(*c.Kafka, o, log)
+	case TypeSentinel:
+		return sentinel.New(*c.Sentinel, log)
 	}
 	return nil, fmt.Errorf("unknown sink type %q", c.Type)
 }

@@ -27,6 +27,10 @@ type Agent struct {
 	LastSeen   *time.Time `json:"last_seen,omitempty"`
 	Revoked    bool       `json:"revoked"`
 	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	// LastHealthAt is when the agent's last Health event (its heartbeat) arrived.
+	LastHealthAt *time.Time `json:"last_health_at,omitempty"`
+	// SilentSince is set while an "agent silent" alert is open for the agent.
+	SilentSince *time.Time `json:"silent_since,omitempty"`
 }
 
 // AddToken records the SHA-256 hash of a new enrolment token.
@@ -84,8 +88,12 @@ func (s *Store) EnrollAgent(ctx context.Context, tokenHash []byte, now time.Time
 
 // Agent returns one agent.
 func (s *Store) Agent(ctx context.Context, id string) (Agent, error) {
-	row := s.db.QueryRowContext(ctx, agentSelect+` WHERE id = ?`, id)
-	a, err := scanAgent(row)
+	// Prepared once: ingest looks the agent up on every call (revocation check).
+	st, err := s.prepared(ctx, agentSelect+` WHERE id = ?`)
+	if err != nil {
+		return Agent{}, fmt.Errorf("store: agent %q: %w", id, err)
+	}
+	a, err := scanAgent(st.QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Agent{}, fmt.Errorf("store: agent %q: %w", id, ErrAgentUnknown)
 	}
@@ -139,7 +147,7 @@ func (s *Store) RevokeAgent(ctx context.Context, id string, now time.Time) error
 // TouchAgent records that the agent called in.
 func (s *Store) TouchAgent(ctx context.Context, id string, now time.Time) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE agents SET last_seen = ? WHERE id = ?`, now.UnixNano(), id)
+		_, err := tx.ExecContext(ctx, `UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE id = ?`, now.UnixNano(), id)
 		return err
 	})
 	if err != nil {
@@ -148,17 +156,21 @@ func (s *Store) TouchAgent(ctx context.Context, id string, now time.Time) error 
 	return nil
 }
 
-const agentSelect = `SELECT id, hostname, machine_id, version, enrolled_at, last_seen, revoked, revoked_at FROM agents`
+const agentSelect = `SELECT id, hostname, machine_id, version, enrolled_at, last_seen, revoked, revoked_at,
+	last_health_at, silent_since FROM agents`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanAgent(r scanner) (Agent, error) {
 	var a Agent
 	var enrolled int64
-	var lastSeen, revokedAt sql.NullInt64
-	if err := r.Scan(&a.ID, &a.Hostname, &a.MachineID, &a.Version, &enrolled, &lastSeen, &a.Revoked, &revokedAt); err != nil {
+	var lastSeen, revokedAt, lastHealth, silentSince sql.NullInt64
+	if err := r.Scan(&a.ID, &a.Hostname, &a.MachineID, &a.Version, &enrolled, &lastSeen, &a.Revoked, &revokedAt,
+		&lastHealth, &silentSince); err != nil {
 		return Agent{}, err
 	}
+	a.LastHealthAt = nullTime(lastHealth)
+	a.SilentSince = nullTime(silentSince)
 	a.EnrolledAt = time.Unix(0, enrolled).UTC()
 	a.LastSeen = nullTime(lastSeen)
 	a.RevokedAt = nullTime(revokedAt)

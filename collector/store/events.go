@@ -24,6 +24,11 @@ const (
 	KindHealth  = "health"
 	// KindFlow is a network connection summary from the agent's flow sensor.
 	KindFlow = "flow"
+	// KindFleet is an alert the collector raises about an agent (silent, back, revoked
+	// contact); stored under that agent's id with a negative seq (fleet.go).
+	KindFleet = "fleet"
+	// KindAccess is a process reading a file tagged as holding regulated data (lineage).
+	KindAccess = "access"
 )
 
 // Record is one event ready to store: the proto bytes plus the columns the admin API filters
@@ -51,10 +56,29 @@ type StoredEvent struct {
 	Record
 	RowID      int64
 	ReceivedAt time.Time
+	// Encrypted is true when the row is encrypted at rest (evidence.go); Payload is then the
+	// decrypted Event.
+	Encrypted bool
+
+	// decoded is the Event already decoded while decrypting; decodeErr is why the row could
+	// not be decrypted or decoded.
+	decoded   *wardv1.Event
+	decodeErr error
 }
 
-// Event decodes the stored payload.
+// Event decodes the stored payload. For a row encrypted with a key the store does not
+// have, the error wraps ErrEvidenceKey.
 func (e StoredEvent) Event() (*wardv1.Event, error) {
+	if e.decodeErr != nil {
+		return nil, e.decodeErr
+	}
+	if e.decoded != nil {
+		return e.decoded, nil
+	}
+	return e.decode()
+}
+
+func (e StoredEvent) decode() (*wardv1.Event, error) {
 	ev := &wardv1.Event{}
 	if err := proto.Unmarshal(e.Payload, ev); err != nil {
 		return nil, fmt.Errorf("store: decode event rowid %d: %w", e.RowID, err)
@@ -68,13 +92,22 @@ func RecordFromEvent(ev *wardv1.Event) (Record, error) {
 	if err != nil {
 		return Record{}, fmt.Errorf("store: marshal event: %w", err)
 	}
+	r := deriveColumns(ev)
+	if r.Kind == "" {
+		return Record{}, errors.New("store: event has no payload")
+	}
+	r.Payload = payload
+	return r, nil
+}
+
+// deriveColumns computes the stored columns of ev (Kind "" for an event without payload).
+func deriveColumns(ev *wardv1.Event) Record {
 	r := Record{
 		EventID: ev.GetId(),
 		AgentID: ev.GetAgentId(),
 		Seq:     ev.GetSeq(),
 		Time:    ev.GetTime().AsTime(),
 		Host:    ev.GetHost().GetHostname(),
-		Payload: payload,
 	}
 	var proc *wardv1.Process
 	switch p := ev.GetPayload().(type) {
@@ -97,13 +130,21 @@ func RecordFromEvent(ev *wardv1.Event) (Record, error) {
 		r.Kind = KindFlow
 		r.Path = net.JoinHostPort(p.Flow.GetRemoteAddress(), strconv.FormatUint(uint64(p.Flow.GetRemotePort()), 10))
 		proc = p.Flow.GetProcess()
+	case *wardv1.Event_Access:
+		r.Kind = KindAccess
+		r.DataClass = p.Access.GetDataClass()
+		r.Path = p.Access.GetPath()
+		proc = p.Access.GetProcess()
+	case *wardv1.Event_Fleet:
+		r.Kind = KindFleet
+		r.Severity = FleetSeverity(p.Fleet.GetKind())
 	default:
-		return Record{}, errors.New("store: event has no payload")
+		return r
 	}
 	r.PID = proc.GetPid()
 	r.Exe = proc.GetExe()
 	r.User = proc.GetUser()
-	return r, nil
+	return r
 }
 
 // SeqRange is an inclusive range of sequence numbers.
@@ -146,15 +187,23 @@ type InsertResult struct {
 func (s *Store) InsertEvents(ctx context.Context, agentID string, recs []Record, now time.Time) (InsertResult, error) {
 	var res InsertResult
 	seqs := make([]uint64, 0, len(recs))
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO events
-			(event_id, agent_id, seq, time, received_at, kind, severity, data_class, host, path, pid, exe, user, payload)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (agent_id, seq) DO NOTHING`)
-		if err != nil {
-			return fmt.Errorf("prepare insert: %w", err)
+	// Sealed outside the write lock: encryption is the only CPU-heavy part of a batch.
+	rows, lastHealth, err := s.sealRecords(recs, now)
+	if err != nil {
+		return InsertResult{}, fmt.Errorf("store: insert %d events from %s: %w", len(recs), agentID, err)
+	}
+	// Grouped with other agents' batches into one commit (group.go), and still answered
+	// only after that commit.
+	err = s.writeGrouped(ctx, func(tx *sql.Tx) error {
+		// The transaction is shared with other agents' batches: a caller that gives up must
+		// not abort it (PostgreSQL closes a connection whose query is cancelled). The
+		// committer skips requests already cancelled before running them.
+		ctx := context.WithoutCancel(ctx)
+		touch := `UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), ?),
+			last_health_at = COALESCE(?, last_health_at) WHERE id = ?`
+		if !s.fleet { // schemas older than fleetSchema, which tests build with openAt
+			touch = `UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), ?), last_seen = COALESCE(?, last_seen) WHERE id = ?`
 		}
-		defer stmt.Close()
 		for _, r := range recs {
 			if r.AgentID != agentID {
 				return fmt.Errorf("event seq %d belongs to agent %q, not %q", r.Seq, r.AgentID, agentID)
@@ -162,27 +211,26 @@ func (s *Store) InsertEvents(ctx context.Context, agentID string, recs []Record,
 			if r.Seq == 0 || r.Seq > 1<<63-1 {
 				return fmt.Errorf("event seq %d out of range", r.Seq)
 			}
-			out, err := stmt.ExecContext(ctx, r.EventID, r.AgentID, int64(r.Seq), r.Time.UnixNano(), now.UnixNano(),
-				r.Kind, int32(r.Severity), int32(r.DataClass), r.Host, r.Path, int64(r.PID), r.Exe, r.User, r.Payload)
-			if err != nil {
-				return fmt.Errorf("insert event seq %d: %w", r.Seq, err)
-			}
-			if n, _ := out.RowsAffected(); n == 1 {
+		}
+		// Multi-row inserts and their outbox entries (ingest_rows.go).
+		fresh, err := s.insertEventRows(ctx, tx, recs, rows, now)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if fresh[int64(r.Seq)] {
 				res.Inserted++
-				// Enqueue for the SIEM sinks in this same transaction (outbox.go).
-				rowid, err := out.LastInsertId()
-				if err != nil {
-					return fmt.Errorf("event seq %d rowid: %w", r.Seq, err)
-				}
-				if err := s.enqueueOutbox(ctx, tx, rowid, r, now); err != nil {
-					return fmt.Errorf("enqueue event seq %d: %w", r.Seq, err)
-				}
+				delete(fresh, int64(r.Seq)) // a seq twice in one batch is stored once
 			} else {
 				res.Duplicates++
 			}
 			seqs = append(seqs, r.Seq)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE agents SET last_seen = ? WHERE id = ?`, now.UnixNano(), agentID); err != nil {
+		touchStmt, err := s.txStmt(ctx, tx, touch)
+		if err != nil {
+			return fmt.Errorf("update last_seen: %w", err)
+		}
+		if _, err := touchStmt.ExecContext(ctx, now.UnixNano(), lastHealth, agentID); err != nil {
 			return fmt.Errorf("update last_seen: %w", err)
 		}
 		return nil
@@ -242,7 +290,7 @@ func (s *Store) ListEvents(ctx context.Context, f Filter) ([]StoredEvent, error)
 		limit = DefaultLimit
 	}
 	limit = min(limit, MaxLimit)
-	q := `SELECT rowid, event_id, agent_id, seq, time, received_at, kind, severity, data_class, host, path, pid, exe, user, payload FROM events`
+	q := `SELECT rowid, event_id, agent_id, seq, time, received_at, kind, severity, data_class, host, path, pid, exe, user, payload, key_id FROM events`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -260,15 +308,18 @@ func (s *Store) ListEvents(ctx context.Context, f Filter) ([]StoredEvent, error)
 	}
 	defer rows.Close()
 	var out []StoredEvent
+	op := s.opener()
 	for rows.Next() {
 		var e StoredEvent
 		var seq, t, recv, pid int64
 		var sev, class int32
+		var keyID string
 		if err := rows.Scan(&e.RowID, &e.EventID, &e.AgentID, &seq, &t, &recv, &e.Kind, &sev, &class,
-			&e.Host, &e.Path, &pid, &e.Exe, &e.User, &e.Payload); err != nil {
+			&e.Host, &e.Path, &pid, &e.Exe, &e.User, &e.Payload, &keyID); err != nil {
 			return nil, fmt.Errorf("store: list events: %w", err)
 		}
-		e.Seq = uint64(seq)
+		op.openStored(&e, keyID, seq)
+		e.Seq = storedSeq(seq)
 		e.Time = time.Unix(0, t).UTC()
 		e.ReceivedAt = time.Unix(0, recv).UTC()
 		e.Severity = wardv1.Severity(sev)

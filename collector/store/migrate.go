@@ -116,6 +116,18 @@ CREATE TABLE outbox_routes (
 	PRIMARY KEY (sink, kind)
 ) WITHOUT ROWID;
 `,
+	// 5: console accounts, sessions, triage, app sanctioning and the event facts index
+	// (console_schema.go).
+	consoleSchema,
+	// 6: the tamper-evident audit log (Merkle tree records, stored hashes, signed
+	// checkpoints and their SIEM queue) and persistent per-sink delivery counters
+	// (audit_schema.go).
+	auditSchema,
+	// 7: fleet state on agents, evidence key ids, indexes retention needs (fleet_schema.go).
+	fleetSchema,
+	// 8: outbox lease owners and replica heartbeats, for collectors sharing PostgreSQL
+	// (replica_schema.go).
+	replicaSchema,
 }
 
 // migrate applies the migrations above the database's version, up to target, each in its own
@@ -124,10 +136,10 @@ func (s *Store) migrate(ctx context.Context, target int) error {
 	if target > len(migrations) {
 		return fmt.Errorf("target schema version %d is newer than this build knows (%d)", target, len(migrations))
 	}
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	if _, err := s.db.ExecContext(ctx, s.schemaSQL(0, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER PRIMARY KEY,
 		applied_at INTEGER NOT NULL
-	)`); err != nil {
+	)`)); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	current, err := s.SchemaVersion(ctx)
@@ -139,7 +151,7 @@ func (s *Store) migrate(ctx context.Context, target int) error {
 	}
 	for v := current + 1; v <= target; v++ {
 		err := s.write(ctx, func(tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
+			if _, err := tx.ExecContext(ctx, s.schemaSQL(v, migrations[v-1])); err != nil {
 				return fmt.Errorf("apply migration %d: %w", v, err)
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)`,

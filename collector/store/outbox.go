@@ -31,7 +31,7 @@ type OutboxRoute struct {
 }
 
 // AllKinds lists the event kinds this build stores.
-var AllKinds = []string{KindProcess, KindFile, KindFinding, KindHealth}
+var AllKinds = []string{KindProcess, KindFile, KindFinding, KindHealth, KindFlow, KindFleet}
 
 // SetOutboxRoutes replaces the routing table with routes. It is called once at start, before
 // ingest runs, so every event stored afterwards is enqueued for the sinks configured now.
@@ -75,9 +75,12 @@ func (s *Store) enqueueOutbox(ctx context.Context, tx *sql.Tx, rowid int64, r Re
 	if r.Kind != KindFinding {
 		sev = int32(wardv1.Severity_SEVERITY_CRITICAL) // min_severity filters findings only
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO outbox(sink, event_rowid, enqueued_at)
-		SELECT sink, ?, ? FROM outbox_routes WHERE kind = ? AND min_severity <= ?`,
-		rowid, now.UnixNano(), r.Kind, sev)
+	st, err := s.txStmt(ctx, tx, `INSERT INTO outbox(sink, event_rowid, enqueued_at)
+		SELECT sink, ?, ? FROM outbox_routes WHERE kind = ? AND min_severity <= ?`)
+	if err != nil {
+		return err
+	}
+	_, err = st.ExecContext(ctx, rowid, now.UnixNano(), r.Kind, sev)
 	return err
 }
 
@@ -87,6 +90,12 @@ type OutboxItem struct {
 	EnqueuedAt time.Time
 	// Attempts counts earlier failed deliveries of this item to this sink.
 	Attempts int
+	// InDoubtSince is set when an earlier claim of this item (by a collector that died,
+	// was stopped mid-batch, or whose delivery timed out) did not end in an ack or a
+	// definite failure: the destination may already have it. It is the earliest time that
+	// delivery may have happened, so a sink that can look (Kafka) checks from there instead
+	// of sending a duplicate.
+	InDoubtSince time.Time
 }
 
 // ClaimOutbox leases up to maxEvents due items of sink, oldest first, stopping before the
@@ -101,20 +110,23 @@ func (s *Store) ClaimOutbox(ctx context.Context, sink string, now time.Time, max
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT o.enqueued_at, o.attempts,
 				e.rowid, e.event_id, e.agent_id, e.seq, e.time, e.received_at, e.kind, e.severity, e.data_class,
-				e.host, e.path, e.pid, e.exe, e.user, e.payload
+				e.host, e.path, e.pid, e.exe, e.user, e.payload, e.key_id, o.lease_owner, o.lease_until
 			FROM outbox o JOIN events e ON e.rowid = o.event_rowid
-			WHERE o.sink = ? AND o.next_attempt_at <= ? AND o.lease_until <= ?
-			ORDER BY o.event_rowid LIMIT ?`, sink, now.UnixNano(), now.UnixNano(), maxEvents)
+			WHERE o.sink = ? AND o.next_attempt_at <= ? AND `+s.claimable("o", "?")+`
+			ORDER BY o.event_rowid LIMIT ?`+s.skipLocked("o"), sink, now.UnixNano(), now.UnixNano(), s.staleBefore(now), maxEvents)
 		if err != nil {
 			return fmt.Errorf("select: %w", err)
 		}
 		bytes := 0
+		op := s.opener()
 		for rows.Next() {
 			var it OutboxItem
 			var enq, seq, t, recv, pid int64
 			var sev, class int32
+			var keyID, prevOwner string
+			var prevLease int64
 			if err := rows.Scan(&enq, &it.Attempts, &it.RowID, &it.EventID, &it.AgentID, &seq, &t, &recv, &it.Kind,
-				&sev, &class, &it.Host, &it.Path, &pid, &it.Exe, &it.User, &it.Payload); err != nil {
+				&sev, &class, &it.Host, &it.Path, &pid, &it.Exe, &it.User, &it.Payload, &keyID, &prevOwner, &prevLease); err != nil {
 				rows.Close()
 				return fmt.Errorf("scan: %w", err)
 			}
@@ -122,8 +134,17 @@ func (s *Store) ClaimOutbox(ctx context.Context, sink string, now time.Time, max
 				break
 			}
 			bytes += len(it.Payload)
+			op.openStored(&it.StoredEvent, keyID, seq)
 			it.EnqueuedAt = time.Unix(0, enq).UTC()
-			it.Seq = uint64(seq)
+			if prevOwner != "" {
+				// Claimed before without an ack: from the start of that lease (or, when
+				// the lease was released at a restart, from the enqueue).
+				it.InDoubtSince = it.EnqueuedAt
+				if prevLease > 0 {
+					it.InDoubtSince = time.Unix(0, max(enq, prevLease-int64(lease))).UTC()
+				}
+			}
+			it.Seq = storedSeq(seq)
 			it.Time = time.Unix(0, t).UTC()
 			it.ReceivedAt = time.Unix(0, recv).UTC()
 			it.Severity = wardv1.Severity(sev)
@@ -138,8 +159,8 @@ func (s *Store) ClaimOutbox(ctx context.Context, sink string, now time.Time, max
 		rows.Close()
 		until := now.Add(lease).UnixNano()
 		for _, it := range items {
-			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET lease_until = ? WHERE sink = ? AND event_rowid = ?`,
-				until, sink, it.RowID); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET lease_until = ?, lease_owner = ? WHERE sink = ? AND event_rowid = ?`,
+				until, s.replica, sink, it.RowID); err != nil {
 				return fmt.Errorf("lease: %w", err)
 			}
 		}
@@ -239,7 +260,8 @@ func (s *Store) OutboxStats(ctx context.Context, sink string, now time.Time) (Ou
 	var oldest sql.NullInt64
 	n := now.UnixNano()
 	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(enqueued_at),
-			COALESCE(SUM(next_attempt_at <= ? AND lease_until <= ?), 0) FROM outbox WHERE sink = ?`, n, n, sink).
+			COALESCE(SUM(CASE WHEN next_attempt_at <= ? AND `+s.claimable("outbox", "?")+` THEN 1 ELSE 0 END), 0)
+			FROM outbox WHERE sink = ?`, n, n, s.staleBefore(now), sink).
 		Scan(&st.Depth, &oldest, &st.Due)
 	if err != nil {
 		return st, fmt.Errorf("store: outbox stats for %s: %w", sink, err)
@@ -336,6 +358,14 @@ func boundReason(r string) string {
 // would otherwise delay those items until they expire.
 func (s *Store) ReleaseOutboxLeases(ctx context.Context, sink string) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
+		if s.pg {
+			// Other replicas may be delivering their leased batches right now: release
+			// only leases this replica (under its name) left behind. A dead replica's
+			// leases become claimable through its stale heartbeat (claimable). The owner
+			// stays recorded: those items are in doubt (OutboxItem.InDoubtSince).
+			_, err := tx.ExecContext(ctx, `UPDATE outbox SET lease_until = 0 WHERE sink = ? AND lease_until > 0 AND lease_owner = ?`, sink, s.replica)
+			return err
+		}
 		_, err := tx.ExecContext(ctx, `UPDATE outbox SET lease_until = 0 WHERE sink = ? AND lease_until > 0`, sink)
 		return err
 	})

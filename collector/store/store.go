@@ -15,14 +15,17 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // Store is the collector's database. It is safe for concurrent use.
 type Store struct {
-	db *sql.DB
+	db   *sql.DB
+	path string
 
 	// writeMu serialises write transactions inside the process. SQLite allows one writer at a
 	// time anyway; queueing here instead of in busy_timeout keeps latency fair and, more
@@ -36,6 +39,22 @@ type Store struct {
 	// outbox is true when the schema has the SIEM outbox (always, except for the old
 	// schemas tests build with openAt).
 	outbox bool
+
+	// fleet is true when the schema has fleetSchema's columns (as outbox above).
+	fleet bool
+
+	// evidence is the key ring for encryption at rest; nil stores events in clear.
+	evidence atomic.Pointer[EvidenceKeys]
+
+	// pg is true for a PostgreSQL store (postgres.go); replica identifies this process
+	// among the collectors sharing it.
+	pg      bool
+	replica string
+
+	// group commits concurrent ingest batches together (group.go).
+	group grouper
+	// stmts caches prepared statements of the hot paths (stmts.go).
+	stmts stmtCache
 }
 
 // Open opens (creating if needed) the database at path and brings its schema up to date.
@@ -55,7 +74,15 @@ func openAt(ctx context.Context, path string, version int) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	fi, statErr := f.Stat()
 	_ = f.Close()
+	if statErr == nil && fi.Size() == 0 {
+		// A new file gets incremental auto-vacuum before anything is written to it
+		// (retention.go).
+		if err := initNewFile(ctx, path); err != nil {
+			return nil, fmt.Errorf("store: initialise %s: %w", path, err)
+		}
+	}
 
 	q := url.Values{}
 	for _, p := range []string{
@@ -63,6 +90,7 @@ func openAt(ctx context.Context, path string, version int) (*Store, error) {
 		"journal_mode(WAL)",
 		"synchronous(FULL)",
 		"foreign_keys(1)",
+		"temp_store(2)",
 	} {
 		q.Add("_pragma", p)
 	}
@@ -76,7 +104,8 @@ func openAt(ctx context.Context, path string, version int) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(8)
-	s := &Store{db: db, changed: make(chan struct{}), outbox: version >= outboxSchema}
+	s := &Store{db: db, path: path, replica: localReplica, changed: make(chan struct{}), outbox: version >= outboxSchema,
+		fleet: version >= slices.Index(migrations, fleetSchema)+1}
 	if err := s.migrate(ctx, version); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: migrate %s: %w", path, err)
@@ -93,6 +122,8 @@ func openAt(ctx context.Context, path string, version int) (*Store, error) {
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.stopGroups()
+	s.closeStmts()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}

@@ -17,14 +17,41 @@ import (
 	"github.com/ward-dlp/ward/collector/store"
 )
 
-// Item is one event handed to a sink.
+// Item is one event handed to a sink: an agent's event, or (Checkpoint set, Event nil) a
+// signed tree head of the collector's audit log.
 type Item struct {
-	// RowID identifies the event in the store (and its outbox row).
+	// RowID identifies the event in the store (and its outbox row); for a checkpoint, its
+	// size.
 	RowID int64
 	Event *wardv1.Event
 	// ReceivedAt is when the collector stored it.
 	ReceivedAt time.Time
+	// Checkpoint is an audit-log tree head to deliver instead of an event.
+	Checkpoint *Checkpoint
+	// InDoubtSince is set when an earlier delivery attempt may have reached the destination
+	// (store.OutboxItem.InDoubtSince); a sink that can check skips what is already there.
+	InDoubtSince time.Time
 }
+
+// KindAuditCheckpoint is the view kind of audit-log checkpoints.
+const KindAuditCheckpoint = "audit_checkpoint"
+
+// Checkpoint is an audit-log tree head as sinks deliver it.
+type Checkpoint struct {
+	Origin string
+	Size   int64
+	// RootHash is base64, as in the signed body.
+	RootHash string
+	// Note is the signed note text.
+	Note      string
+	CreatedAt time.Time
+	// Hostname is the collector's host name.
+	Hostname string
+}
+
+// ID is a stable identifier for the checkpoint event, so a SIEM can de-duplicate a
+// redelivered one: origin and size name one tree head.
+func (c *Checkpoint) ID() string { return c.Origin + "@" + strconv.FormatInt(c.Size, 10) }
 
 // Sink delivers batches to one destination. Deliver returns nil when every item was
 // delivered; a *BatchError when items failed individually; or any other error, classified
@@ -148,7 +175,43 @@ func ItemsFromOutbox(claimed []store.OutboxItem) (items []Item, bad []int64) {
 			bad = append(bad, c.RowID)
 			continue
 		}
-		items = append(items, Item{RowID: c.RowID, Event: ev, ReceivedAt: c.ReceivedAt})
+		items = append(items, Item{RowID: c.RowID, Event: ev, ReceivedAt: c.ReceivedAt, InDoubtSince: c.InDoubtSince})
 	}
 	return items, bad
+}
+
+// EventID is the event's id, or the checkpoint's.
+func (it Item) EventID() string {
+	if it.Checkpoint != nil {
+		return it.Checkpoint.ID()
+	}
+	return it.Event.GetId()
+}
+
+// EventTime is when the activity happened, or when the checkpoint was signed.
+func (it Item) EventTime() time.Time {
+	if it.Checkpoint != nil {
+		return it.Checkpoint.CreatedAt
+	}
+	return it.Event.GetTime().AsTime()
+}
+
+// Hostname is the agent's host, or the collector's for a checkpoint.
+func (it Item) Hostname() string {
+	if it.Checkpoint != nil {
+		return it.Checkpoint.Hostname
+	}
+	return it.Event.GetHost().GetHostname()
+}
+
+// AgentID is the reporting agent ("" for a checkpoint).
+func (it Item) AgentID() string { return it.Event.GetAgentId() }
+
+// OrderKey keys ordered delivery (Kafka partitioning): the agent, or the audit log's origin
+// so that one log's checkpoints stay in order.
+func (it Item) OrderKey() string {
+	if it.Checkpoint != nil {
+		return it.Checkpoint.Origin
+	}
+	return it.Event.GetAgentId()
 }

@@ -29,6 +29,13 @@ type View struct {
 	File    *FileView    `json:"file,omitempty"`
 	Finding *FindingView `json:"finding,omitempty"`
 	Health  *HealthView  `json:"health,omitempty"`
+	Flow    *FlowView    `json:"flow,omitempty"`
+	// Checkpoint is set on the collector's own audit-log tree heads (Kind
+	// "audit_checkpoint"), which every sink receives so the SIEM holds a copy.
+	Checkpoint *CheckpointView `json:"audit_checkpoint,omitempty"`
+	// Fleet is set on the collector's alerts about an agent (kind "fleet"): silent, back,
+	// revoked agent calling in (fleetview.go).
+	Fleet *FleetView `json:"fleet_alert,omitempty"`
 }
 
 // HostView is the machine an event came from.
@@ -106,6 +113,54 @@ type DecisionView struct {
 	ExceptionID    string   `json:"exception_id,omitempty"`
 }
 
+// FlowView is one network connection (or UDP flow) summary. Reviewed: the five-tuple,
+// byte counts, outcome, and what the traffic analyzer named (app, destination name, TLS
+// SNI/JA4/ALPN/version, DNS query name). Left out: the kernel socket cookie (a local join
+// key with no meaning outside the host) and, as everywhere, process arguments.
+type FlowView struct {
+	Transport     string     `json:"transport"`
+	LocalAddress  string     `json:"local_address,omitempty"`
+	LocalPort     uint32     `json:"local_port,omitempty"`
+	RemoteAddress string     `json:"remote_address,omitempty"`
+	RemotePort    uint32     `json:"remote_port,omitempty"`
+	Direction     string     `json:"direction"` // outbound | inbound | unknown
+	BytesSent     uint64     `json:"bytes_sent"`
+	BytesReceived uint64     `json:"bytes_received"`
+	StartTime     *time.Time `json:"start_time,omitempty"`
+	EndTime       *time.Time `json:"end_time,omitempty"`
+	// State is how the flow ended: closed, idle, denied, failed, agent_stopped, unknown.
+	State    string `json:"state"`
+	Action   string `json:"action"`
+	Denied   bool   `json:"denied,omitempty"`
+	RuleID   string `json:"rule_id,omitempty"`
+	UDPSends uint64 `json:"udp_sends,omitempty"`
+
+	App         string   `json:"app,omitempty"`
+	AppName     string   `json:"app_name,omitempty"`
+	AppCategory string   `json:"app_category,omitempty"`
+	Name        string   `json:"name,omitempty"`
+	NameSource  string   `json:"name_source,omitempty"`
+	AppProtocol string   `json:"app_protocol,omitempty"`
+	SNI         string   `json:"sni,omitempty"`
+	ALPN        []string `json:"alpn,omitempty"`
+	JA4         string   `json:"ja4,omitempty"`
+	TLSVersion  string   `json:"tls_version,omitempty"`
+	ECH         bool     `json:"ech,omitempty"`
+	DNSQuery    string   `json:"dns_query,omitempty"`
+}
+
+// CheckpointView is a signed tree head of the collector's audit log.
+type CheckpointView struct {
+	// Origin names the log (the signing key's name).
+	Origin string `json:"origin"`
+	Size   int64  `json:"size"`
+	// RootHash is the base64 Merkle tree root over the first Size records.
+	RootHash string `json:"root_hash"`
+	// Note is the whole signed note (C2SP checkpoint body and ed25519 signature line), so
+	// the SIEM's copy can be checked with wardctl audit verify --checkpoint.
+	Note string `json:"signed_note"`
+}
+
 // HealthView is the agent's self-report.
 type HealthView struct {
 	Probes               []ProbeView       `json:"probes,omitempty"`
@@ -126,6 +181,13 @@ type ProbeView struct {
 
 // NewView builds the allow-listed view of it.
 func NewView(it Item) View {
+	if c := it.Checkpoint; c != nil {
+		return View{
+			ID: c.ID(), Time: c.CreatedAt.UTC(), ReceivedAt: c.CreatedAt.UTC(), Kind: KindAuditCheckpoint,
+			Host:       HostView{Hostname: c.Hostname},
+			Checkpoint: &CheckpointView{Origin: c.Origin, Size: c.Size, RootHash: c.RootHash, Note: c.Note},
+		}
+	}
 	ev := it.Event
 	v := View{
 		ID:         ev.GetId(),
@@ -193,6 +255,13 @@ func NewView(it Item) View {
 		}
 		v.Kind = "health"
 		v.Health = hv
+	case *wardv1.Event_Flow:
+		v.Kind = "flow"
+		v.Process = processView(p.Flow.GetProcess())
+		v.Flow = flowView(p.Flow)
+	case *wardv1.Event_Fleet:
+		v.Kind = "fleet"
+		v.Fleet = fleetView(p.Fleet)
 	default:
 		// A payload kind added to the protocol after this view: pass the envelope and the
 		// kind's name through, none of its fields (they have not been reviewed for leaks).
@@ -218,6 +287,36 @@ func (v View) Known() bool { return v.PayloadType == "" && v.Kind != "unknown" }
 // Severity returns the finding's severity, or SEVERITY_UNSPECIFIED for other kinds.
 func Severity(ev *wardv1.Event) wardv1.Severity {
 	return ev.GetFinding().GetDecision().GetSeverity()
+}
+
+func flowView(f *wardv1.NetworkFlow) *FlowView {
+	fv := &FlowView{
+		Transport: f.GetTransport(), LocalAddress: f.GetLocalAddress(), LocalPort: f.GetLocalPort(),
+		RemoteAddress: f.GetRemoteAddress(), RemotePort: f.GetRemotePort(),
+		Direction: enumName(f.GetDirection().String(), "DIRECTION_"),
+		BytesSent: f.GetBytesSent(), BytesReceived: f.GetBytesReceived(),
+		State:  enumName(f.GetState().String(), "STATE_"),
+		Action: ActionName(f.GetAction()), Denied: f.GetDenied(), RuleID: f.GetRuleId(), UDPSends: f.GetUdpSends(),
+		App: f.GetApp(), AppName: f.GetAppName(), AppCategory: f.GetAppCategory(),
+		Name: f.GetName(), NameSource: f.GetNameSource(), AppProtocol: f.GetAppProtocol(),
+		SNI: f.GetSni(), ALPN: f.GetAlpn(), JA4: f.GetJa4(), TLSVersion: f.GetTlsVersion(), ECH: f.GetEch(),
+		DNSQuery: f.GetDnsQuery(),
+	}
+	if fv.Direction == "unspecified" {
+		fv.Direction = "unknown"
+	}
+	if fv.State == "unspecified" {
+		fv.State = "unknown"
+	}
+	if f.GetStartTime() != nil {
+		t := f.GetStartTime().AsTime().UTC()
+		fv.StartTime = &t
+	}
+	if f.GetEndTime() != nil {
+		t := f.GetEndTime().AsTime().UTC()
+		fv.EndTime = &t
+	}
+	return fv
 }
 
 func processView(p *wardv1.Process) *ProcessView {

@@ -174,6 +174,11 @@ func Doc(it core.Item, version string) map[string]any {
 		ev["type"] = []string{map[bool]string{true: "start", false: "end"}[v.Exec.Kind == "exec"]}
 		ev["action"] = "process-" + v.Exec.Kind
 		ward["process_event"] = v.Exec
+	case v.Checkpoint != nil:
+		ev["category"] = []string{"configuration"}
+		ev["type"] = []string{"info"}
+		ev["action"] = "audit-checkpoint"
+		ward["audit_checkpoint"] = v.Checkpoint
 	case v.Health != nil:
 		ev["category"] = []string{"host"}
 		ev["type"] = []string{"info"}
@@ -219,7 +224,7 @@ func (s *Sink) Deliver(ctx context.Context, items []core.Item) error {
 	var body bytes.Buffer
 	enc := json.NewEncoder(&body)
 	for _, it := range items {
-		_ = enc.Encode(map[string]any{"create": map[string]any{"_index": s.cfg.Index, "_id": it.Event.GetId()}})
+		_ = enc.Encode(map[string]any{"create": map[string]any{"_index": s.cfg.Index, "_id": it.EventID()}})
 		if err := enc.Encode(Doc(it, s.version)); err != nil {
 			return core.Permanent(fmt.Errorf("elastic: encode: %w", err))
 		}

@@ -132,7 +132,7 @@ func (s *Sink) Deliver(_ context.Context, items []core.Item) error {
 		}
 		line, err := json.Marshal(v)
 		if err != nil {
-			failed[i] = core.Permanent(fmt.Errorf("encode event %s: %w", it.Event.GetId(), err))
+			failed[i] = core.Permanent(fmt.Errorf("encode event %s: %w", it.EventID(), err))
 			continue
 		}
 		line = append(line, '\n')

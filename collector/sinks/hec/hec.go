@@ -139,13 +139,13 @@ func (s *Sink) Deliver(ctx context.Context, items []core.Item) error {
 			continue
 		}
 		e := hecEvent{
-			Time:       float64(it.Event.GetTime().AsTime().UnixMilli()) / 1000,
-			Host:       it.Event.GetHost().GetHostname(),
+			Time:       float64(it.EventTime().UnixMilli()) / 1000,
+			Host:       it.Hostname(),
 			Source:     s.cfg.Source,
 			Sourcetype: s.cfg.Sourcetype,
 			Index:      s.cfg.Index,
 			Event:      v,
-			Fields:     map[string]string{"agent_id": it.Event.GetAgentId()},
+			Fields:     map[string]string{"agent_id": it.AgentID()},
 		}
 		if e.Sourcetype == "" {
 			e.Sourcetype = "ward:" + core.NewView(it).Kind

@@ -12,11 +12,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ward-dlp/ward/collector/sinks/core"
 	"github.com/ward-dlp/ward/collector/sinks/ocsf"
@@ -57,11 +59,17 @@ func (c *Config) Validate() error {
 	return ocsf.CheckFormat(c.Format)
 }
 
+// headerEventID carries the event id on every record: what consumers deduplicate on, and
+// what an in-doubt check looks for.
+const headerEventID = "ward-event-id"
+
 // Sink is the kafka sink.
 type Sink struct {
 	cfg    Config
 	o      ocsf.Options
 	client *kgo.Client
+	dial   []kgo.Opt // brokers and TLS, for the short-lived in-doubt readers
+	log    *slog.Logger
 }
 
 // New builds the producer; it connects lazily.
@@ -75,6 +83,7 @@ func New(cfg Config, o ocsf.Options, log *slog.Logger) (*Sink, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
+	dial := []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.WithLogger(kgoLogger{log})}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.DefaultProduceTopic(cfg.Topic),
@@ -90,20 +99,31 @@ func New(cfg Config, o ocsf.Options, log *slog.Logger) (*Sink, error) {
 			return nil, err
 		}
 		opts = append(opts, kgo.DialTLSConfig(tc))
+		dial = append(dial, kgo.DialTLSConfig(tc))
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
-	return &Sink{cfg: cfg, o: o, client: cl}, nil
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Sink{cfg: cfg, o: o, client: cl, dial: dial, log: log}, nil
 }
 
 // Deliver produces the batch and waits for every acknowledgement.
 func (s *Sink) Deliver(ctx context.Context, items []core.Item) error {
+	already, err := s.inDoubt(ctx, items)
+	if err != nil {
+		return core.Retry(err, 0)
+	}
 	failed := map[int]error{}
 	var recs []*kgo.Record
 	var idx []int
 	for i, it := range items {
+		if already[it.EventID()] {
+			continue // produced by an earlier attempt (a collector that died); not again
+		}
 		v, err := ocsf.Payload(s.cfg.Format, it, s.o)
 		if err != nil {
 			failed[i] = err
@@ -117,9 +137,9 @@ func (s *Sink) Deliver(ctx context.Context, items []core.Item) error {
 		recs = append(recs, &kgo.Record{
 			// No Timestamp: franz-go measures the delivery timeout from it, and old events
 			// (a drained backlog) would time out at once. The event time is in the value.
-			Key: []byte(it.Event.GetAgentId()), Value: b,
+			Key: []byte(it.OrderKey()), Value: b,
 			Headers: []kgo.RecordHeader{
-				{Key: "ward-event-id", Value: []byte(it.Event.GetId())},
+				{Key: headerEventID, Value: []byte(it.EventID())},
 				{Key: "ward-kind", Value: []byte(core.NewView(it).Kind)},
 			},
 		})
@@ -138,6 +158,134 @@ func (s *Sink) Deliver(ctx context.Context, items []core.Item) error {
 		return &core.BatchError{Failed: failed}
 	}
 	return nil
+}
+
+// inDoubt returns the ids of items that an earlier, unacknowledged attempt already
+// produced. A collector that dies between the cluster's acknowledgement and the outbox ack
+// leaves its batch "in doubt" (store.OutboxItem.InDoubtSince); whoever delivers it next
+// reads the topic from the start of that attempt (less a minute for clock skew between
+// replicas) to the current end, by record timestamp, and skips what it finds, so a takeover
+// does not produce a second copy. Items not in doubt cost nothing.
+func (s *Sink) inDoubt(ctx context.Context, items []core.Item) (map[string]bool, error) {
+	want := map[string]bool{}
+	var since time.Time
+	for _, it := range items {
+		if it.InDoubtSince.IsZero() {
+			continue
+		}
+		want[it.EventID()] = true
+		if since.IsZero() || it.InDoubtSince.Before(since) {
+			since = it.InDoubtSince
+		}
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	parts, err := s.partitions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: check in-doubt records: %w", err)
+	}
+	ends, err := s.listOffsets(ctx, parts, -1)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: check in-doubt records: end offsets: %w", err)
+	}
+	starts, err := s.listOffsets(ctx, parts, since.Add(-time.Minute).UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("kafka: check in-doubt records: offsets by time: %w", err)
+	}
+	from := map[int32]kgo.Offset{}
+	for _, p := range parts {
+		if st, ok := starts[p]; ok && st >= 0 && st < ends[p] {
+			from[p] = kgo.NewOffset().At(st)
+		}
+	}
+	found := map[string]bool{}
+	if len(from) == 0 {
+		return found, nil
+	}
+	opts := append(slices.Clone(s.dial), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.cfg.Topic: from}))
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: check in-doubt records: %w", err)
+	}
+	defer cl.Close()
+	for len(from) > 0 {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("kafka: check in-doubt records: %w", err)
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return nil, fmt.Errorf("kafka: check in-doubt records: %w", ferr)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			for _, h := range r.Headers {
+				if h.Key == headerEventID && want[string(h.Value)] {
+					found[string(h.Value)] = true
+				}
+			}
+			if r.Offset+1 >= ends[r.Partition] {
+				delete(from, r.Partition)
+			}
+		})
+	}
+	s.log.Info("kafka: resolved in-doubt batch", "in_doubt", len(want), "already_produced", len(found), "since", since)
+	return found, nil
+}
+
+func (s *Sink) partitions(ctx context.Context) ([]int32, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	t := kmsg.NewMetadataRequestTopic()
+	t.Topic = kmsg.StringPtr(s.cfg.Topic)
+	req.Topics = append(req.Topics, t)
+	resp, err := req.RequestWith(ctx, s.client)
+	if err != nil {
+		return nil, err
+	}
+	var out []int32
+	for _, rt := range resp.Topics {
+		if err := kerr.ErrorForCode(rt.ErrorCode); err != nil {
+			return nil, err
+		}
+		for _, p := range rt.Partitions {
+			out = append(out, p.Partition)
+		}
+	}
+	return out, nil
+}
+
+// listOffsets asks each partition leader for the offset of the first record at or after ts
+// (milliseconds), or for the end with ts -1; -1 in the answer means none.
+func (s *Sink) listOffsets(ctx context.Context, parts []int32, ts int64) (map[int32]int64, error) {
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.ReplicaID = -1
+	t := kmsg.NewListOffsetsRequestTopic()
+	t.Topic = s.cfg.Topic
+	for _, p := range parts {
+		rp := kmsg.NewListOffsetsRequestTopicPartition()
+		rp.Partition = p
+		rp.Timestamp = ts
+		t.Partitions = append(t.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, t)
+	out := map[int32]int64{}
+	for _, sh := range s.client.RequestSharded(ctx, req) {
+		if sh.Err != nil {
+			return nil, sh.Err
+		}
+		for _, rt := range sh.Resp.(*kmsg.ListOffsetsResponse).Topics {
+			for _, rp := range rt.Partitions {
+				if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+					return nil, err
+				}
+				out[rp.Partition] = rp.Offset
+			}
+		}
+	}
+	return out, nil
 }
 
 // classify: records the cluster can never take (too large, invalid, not authorised, no such

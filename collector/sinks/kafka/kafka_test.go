@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -196,4 +197,70 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%+v accepted", c)
 		}
 	}
+}
+
+// TestInDoubtNotProducedTwice: a batch redelivered after an attempt whose outcome is unknown
+// (the collector died after the cluster acknowledged it) is checked against the topic: what
+// is already there is not produced again, what is missing is.
+func TestInDoubtNotProducedTwice(t *testing.T) {
+	c := newCluster(t)
+	s, err := New(Config{Brokers: c.ListenAddrs(), Topic: "ward", Timeout: 10 * time.Second, Format: "json"}, ocsf.Options{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var evs []*wardv1.Event
+	for seq := uint64(1); seq <= 8; seq++ {
+		evs = append(evs, sinktest.Finding(fmt.Sprintf("a%d", seq%3), seq, wardv1.Severity_SEVERITY_HIGH))
+	}
+	start := time.Now()
+	first := sinktest.Items(evs[:5]...)
+	if err := s.Deliver(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	// Redelivery of all eight, in doubt since before the first attempt.
+	again := sinktest.Items(evs...)
+	for i := range again {
+		again[i].InDoubtSince = start.Add(-time.Second)
+	}
+	if err := s.Deliver(context.Background(), again); err != nil {
+		t.Fatal(err)
+	}
+	recs := consume(t, c.ListenAddrs(), 8)
+	time.Sleep(300 * time.Millisecond)
+	recs = append(recs, consumeMore(t, c.ListenAddrs(), len(recs))...)
+	seen := map[string]int{}
+	for _, r := range recs {
+		for _, h := range r.Headers {
+			if h.Key == headerEventID {
+				seen[string(h.Value)]++
+			}
+		}
+	}
+	for _, ev := range evs {
+		if seen[ev.GetId()] != 1 {
+			t.Errorf("event seq %d produced %d times", ev.GetSeq(), seen[ev.GetId()])
+		}
+	}
+}
+
+// consumeMore reads the whole topic again and returns the records beyond the first have.
+func consumeMore(t *testing.T, brokers []string, have int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("ward"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var all []*kgo.Record
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		fs.EachRecord(func(r *kgo.Record) { all = append(all, r) })
+	}
+	if len(all) <= have {
+		return nil
+	}
+	return all[have:]
 }

@@ -1,5 +1,7 @@
 // Package ocsf maps Ward events to OCSF 1.x: findings to Data Security Finding (2006), file
-// writes to File System Activity (1001), process lifecycle to Process Activity (1007).
+// writes to File System Activity (1001), process lifecycle to Process Activity (1007),
+// network flows to Network Activity (4001) or, when the flow carried a DNS query, DNS
+// Activity (4003), and the collector's audit-log checkpoints to Event Log Activity (1008).
 // Health and payload kinds this build does not know have no class here and are skipped
 // (core.ErrSkip), never squeezed into a wrong class. Security Finding (2001) is deprecated
 // and never emitted.
@@ -18,10 +20,14 @@ import (
 const (
 	ClassFileSystemActivity  = 1001
 	ClassProcessActivity     = 1007
+	ClassEventLogActivity    = 1008
 	ClassDataSecurityFinding = 2006
+	ClassNetworkActivity     = 4001
+	ClassDNSActivity         = 4003
 
 	CategorySystem   = 1
 	CategoryFindings = 2
+	CategoryNetwork  = 4
 
 	// DefaultVersion is the OCSF schema version events claim unless configured otherwise.
 	DefaultVersion = "1.8.0"
@@ -56,6 +62,14 @@ func Map(v core.View, o Options) (Event, error) {
 		return fileActivity(v, o), nil
 	case v.Exec != nil:
 		return processActivity(v, o)
+	case v.Flow != nil && v.Flow.DNSQuery != "":
+		return dnsActivity(v, o), nil
+	case v.Flow != nil:
+		return networkActivity(v, o), nil
+	case v.Checkpoint != nil:
+		return checkpointActivity(v, o), nil
+	case v.Fleet != nil:
+		return fleetFinding(v, o), nil
 	default:
 		return nil, core.Skip("no OCSF class for kind " + v.Kind)
 	}

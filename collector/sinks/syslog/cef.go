@@ -31,7 +31,10 @@ func CEF(v core.View, version string) string {
 	if v.Host.Hostname != "" {
 		f = append(f, cefField{"dvchost", v.Host.Hostname})
 	}
-	f = append(f, cefField{"deviceExternalId", v.AgentID}, cefField{"externalId", v.ID})
+	if v.AgentID != "" {
+		f = append(f, cefField{"deviceExternalId", v.AgentID})
+	}
+	f = append(f, cefField{"externalId", v.ID})
 	if p := v.Process; p != nil {
 		if p.User != "" {
 			f = append(f, cefField{"suser", p.User})
@@ -82,6 +85,17 @@ func CEF(v core.View, version string) string {
 			cefField{"cn2Label", "findings"}, cefField{"cn2", strconv.FormatUint(uint64(v.File.Findings), 10)})
 	case v.Exec != nil:
 		sigID, name = "ward.process."+v.Exec.Kind, "Process "+v.Exec.Kind
+	case v.Flow != nil:
+		sigID, name, sev, f = cefFlow(v.Flow, f)
+	case v.Checkpoint != nil:
+		c := v.Checkpoint
+		sigID, name = "ward.audit.checkpoint", "Audit log checkpoint"
+		f = append(f, cefField{"cs1Label", "auditLog"}, cefField{"cs1", c.Origin},
+			cefField{"cn1Label", "treeSize"}, cefField{"cn1", strconv.FormatInt(c.Size, 10)},
+			cefField{"cs2Label", "rootHash"}, cefField{"cs2", c.RootHash},
+			cefField{"cs3Label", "signedNote"}, cefField{"cs3", c.Note})
+	case v.Fleet != nil:
+		sigID, name, sev, f = cefFleet(v.Fleet, f)
 	case v.Health != nil:
 		sigID, name = "ward.health", "Agent health"
 		var dropped uint64
@@ -150,4 +164,68 @@ func nonEmpty(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// cefFlow adds a network flow's fields: the five-tuple as src/spt/dst/dpt (src is the side
+// that initiated), proto, dhost (the analyzer's destination name), app (application
+// protocol), the byte counts, start/end, deviceDirection (0 inbound, 1 outbound), and
+// labelled custom strings for the catalog app, SNI, JA4, rule and DNS question.
+func cefFlow(fl *core.FlowView, f []cefField) (sigID, name string, sev int, out []cefField) {
+	sigID, sev = "ward.flow."+fl.State, 1
+	switch fl.State {
+	case "closed":
+		name = "Network connection closed"
+	case "denied":
+		name, sev = "Network connection denied", 5
+	case "failed":
+		name = "Network connection failed"
+	default:
+		name = "Network traffic"
+	}
+	if fl.DNSQuery != "" {
+		sigID, name = "ward.dns.query", "DNS query"
+	}
+	act := "allowed"
+	if fl.Denied || fl.State == "denied" {
+		act = "blocked"
+	}
+	srcIP, srcPort, dstIP, dstPort := fl.LocalAddress, fl.LocalPort, fl.RemoteAddress, fl.RemotePort
+	// ArcSight's in is bytes from source to destination, out the reverse.
+	in, outb := fl.BytesSent, fl.BytesReceived
+	dir := "1"
+	if fl.Direction == "inbound" {
+		srcIP, srcPort, dstIP, dstPort = dstIP, dstPort, srcIP, srcPort
+		in, outb, dir = outb, in, "0"
+	}
+	f = append(f, cefField{"act", act}, cefField{"proto", strings.ToUpper(fl.Transport)})
+	if fl.Direction != "unknown" {
+		f = append(f, cefField{"deviceDirection", dir})
+	}
+	for _, kv := range []cefField{{"src", srcIP}, {"dst", dstIP}, {"dhost", fl.Name}, {"app", fl.AppProtocol}} {
+		if kv.v != "" {
+			f = append(f, kv)
+		}
+	}
+	if srcPort != 0 {
+		f = append(f, cefField{"spt", strconv.FormatUint(uint64(srcPort), 10)})
+	}
+	if dstPort != 0 {
+		f = append(f, cefField{"dpt", strconv.FormatUint(uint64(dstPort), 10)})
+	}
+	f = append(f, cefField{"in", strconv.FormatUint(in, 10)}, cefField{"out", strconv.FormatUint(outb, 10)})
+	if fl.StartTime != nil {
+		f = append(f, cefField{"start", strconv.FormatInt(fl.StartTime.UnixMilli(), 10)})
+	}
+	if fl.EndTime != nil {
+		f = append(f, cefField{"end", strconv.FormatInt(fl.EndTime.UnixMilli(), 10)})
+	}
+	for _, cs := range []struct{ n, label, v string }{
+		{"1", "appName", nonEmpty(fl.AppName, fl.App)}, {"2", "sni", fl.SNI}, {"3", "ja4", fl.JA4},
+		{"4", "ruleId", fl.RuleID}, {"5", "dnsQuery", fl.DNSQuery}, {"6", "appCategory", fl.AppCategory},
+	} {
+		if cs.v != "" {
+			f = append(f, cefField{"cs" + cs.n + "Label", cs.label}, cefField{"cs" + cs.n, cs.v})
+		}
+	}
+	return sigID, name, sev, f
 }

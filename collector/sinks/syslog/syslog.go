@@ -238,6 +238,9 @@ func syslogSeverity(v core.View) int {
 		}
 		return 6
 	}
+	if v.Fleet != nil {
+		return fleetSyslogSeverity(v.Fleet)
+	}
 	return 6
 }
 
@@ -251,6 +254,8 @@ func msgID(v core.View) string {
 		return "PROCESS"
 	case "health":
 		return "HEALTH"
+	case "fleet":
+		return "FLEET_ALERT"
 	}
 	return strings.ToUpper(v.Kind)
 }

