@@ -24,6 +24,7 @@ import (
 	"github.com/ward-dlp/ward/agent/event"
 	"github.com/ward-dlp/ward/agent/flows"
 	"github.com/ward-dlp/ward/agent/identity"
+	"github.com/ward-dlp/ward/agent/metrics"
 	"github.com/ward-dlp/ward/agent/policysync"
 	"github.com/ward-dlp/ward/agent/proc"
 	"github.com/ward-dlp/ward/agent/ship"
@@ -31,6 +32,7 @@ import (
 	"github.com/ward-dlp/ward/agent/stream"
 	wardv1 "github.com/ward-dlp/ward/api/ward/v1"
 	"github.com/ward-dlp/ward/bpf/filewrite"
+	capprobe "github.com/ward-dlp/ward/bpf/netcap"
 	"github.com/ward-dlp/ward/bpf/netflow"
 	"github.com/ward-dlp/ward/bpf/process"
 	"github.com/ward-dlp/ward/classifiers"
@@ -62,9 +64,18 @@ type agent struct {
 	procs   *proc.Table
 	files   *filewrite.Probe
 	execs   *process.Probe
-	nets    *netflow.Probe // nil unless network.enabled and the probes loaded
+	nets    *netflow.Probe  // nil unless network.enabled and the probes loaded
+	tls     *tlsSensor      // nil unless network.tls_plaintext.enabled and the probe loaded
+	caps    *capprobe.Probe // nil unless network.capture.enabled and the probe loaded
+	netView netView         // capture/enforcement counters, copied out by trackFlows
 	shipper *shipper
 	watches *watcher
+	// lin is the access and lineage sensor (nil when lineage.enabled is off); degraded is
+	// the fsnotify fallback (nil while eBPF file capture works); metrics is nil unless
+	// telemetry.metrics_addr is set.
+	lin      *lineageState
+	degraded *degradedState
+	metrics  *metrics.Metrics
 	// hostName is host.name for policy rules.
 	hostName string
 
@@ -82,6 +93,9 @@ func Run(ctx context.Context, opts Options) error {
 	cfg, log := opts.Config, opts.Log
 	if log == nil {
 		log = slog.Default()
+	}
+	if cfg.Capture.ForceFsnotify {
+		forceNoBPF(&cfg)
 	}
 	id, err := identity.Load(IdentityDir(cfg.StateDir), identity.WithLogger(log), identity.WithServerName(cfg.ServerName))
 	if err != nil {
@@ -139,7 +153,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	a.cfg.Watch = cfg.Watch
-	sh, err := ship.New(ship.Config{Spool: sp, Identity: id, Logger: log,
+	sh, err := ship.New(ship.Config{Spool: sp, Identity: id, Logger: log, Fallbacks: cfg.FallbackCollectors,
 		Companions: []func(context.Context, wardv1.AgentServiceClient){func(ctx context.Context, c wardv1.AgentServiceClient) { _ = a.policy.Run(ctx, c) }}})
 	if err != nil {
 		return err
@@ -149,20 +163,30 @@ func Run(ctx context.Context, opts Options) error {
 		log.Warn("could not seed the process table from /proc; attribution of older processes degrades", "err", err)
 	}
 	self := uint32(os.Getpid())
-	if a.execs, err = process.Load(process.Config{RingBytes: cfg.Capture.RingBytes, IgnoreTGID: self}, log); err != nil {
-		log.Error("process probes unavailable: processes are read from /proc on demand", "err", err)
-	}
-	if a.files, err = filewrite.Load(filewrite.Config{MaxCapture: cfg.Capture.MaxWriteBytes, RingBytes: cfg.Capture.RingBytes, IgnoreTGID: self}, log); err != nil {
-		log.Error("file write probes unavailable: no file findings on this host", "err", err)
+	fileErr := errForced
+	if !cfg.Capture.ForceFsnotify {
+		if a.execs, err = process.Load(process.Config{RingBytes: cfg.Capture.RingBytes, IgnoreTGID: self}, log); err != nil {
+			log.Error("process probes unavailable: processes are read from /proc on demand", "err", err)
+		}
+		if a.files, fileErr = filewrite.Load(filewrite.Config{MaxCapture: cfg.Capture.MaxWriteBytes, RingBytes: cfg.Capture.RingBytes, IgnoreTGID: self}, log); fileErr != nil {
+			log.Error("file write probes unavailable: falling back to fsnotify", "err", fileErr)
+		}
 	}
 	if cfg.Network.Enabled {
 		if a.nets, err = netflow.Load(netflow.Config{IgnoreTGID: self}, log); err != nil {
 			log.Error("network flow probes unavailable: no flow events on this host", "err", err)
 		}
 	}
+	a.startTLS(self)
+	a.startCapture(self)
+	if err := a.startLineage(self, !cfg.Capture.ForceFsnotify); err != nil {
+		return err
+	}
 	defer a.closeProbes()
 	if a.files != nil {
-		a.watches = newWatcher(a.files, cfg.Watch, log)
+		a.watches = newWatcher(a.files, cfg.Targets, cfg.Watch, log)
+	} else if err := a.startDegraded(fileErr); err != nil {
+		return err
 	}
 	log.Info("agent running", "agent_id", id.AgentID(), "collector", id.Collector(), "watch", cfg.Watch,
 		"process_probes", a.execs != nil, "file_probes", a.files != nil, "network_probes", a.nets != nil, "policy", a.policy.Policy().String())
@@ -170,7 +194,12 @@ func Run(ctx context.Context, opts Options) error {
 	g, gctx := errgroup.WithContext(ctx)
 	contents := make(chan stream.Content, 256)
 	exits := make(chan uint32, 1024)
+	if err := a.startMetrics(g, gctx); err != nil {
+		return err
+	}
 	g.Go(func() error { return sh.Run(gctx) })
+	a.runLineage(g, gctx)
+	a.runDegraded(g, gctx)
 	if a.execs != nil {
 		g.Go(func() error { return a.readProcesses(gctx, exits) })
 	}
@@ -183,7 +212,11 @@ func Run(ctx context.Context, opts Options) error {
 	if a.nets != nil {
 		netRecords := make(chan netflow.Record, 1024)
 		g.Go(func() error { return a.readFlows(gctx, netRecords) })
-		g.Go(func() error { return a.trackFlows(gctx, netRecords) })
+		capRecords := a.readCaptures(g, gctx) // nil without capture
+		g.Go(func() error { return a.trackFlows(gctx, netRecords, capRecords) })
+	}
+	if a.tls != nil {
+		g.Go(func() error { return a.tls.run(gctx) })
 	}
 	g.Go(func() error { return a.assemble(gctx, records, exits, contents) })
 	// Workers spend much of their time waiting for the spool's fsync of findings (shared
@@ -213,6 +246,7 @@ func Run(ctx context.Context, opts Options) error {
 }
 
 func (a *agent) closeProbes() {
+	a.closeLineage()
 	if a.files != nil {
 		if err := a.files.Close(); err != nil {
 			a.log.Warn("closing file probes", "err", err)
@@ -226,6 +260,16 @@ func (a *agent) closeProbes() {
 	if a.nets != nil {
 		if err := a.nets.Close(); err != nil {
 			a.log.Warn("closing network flow probes", "err", err)
+		}
+	}
+	if a.caps != nil {
+		if err := a.caps.Close(); err != nil {
+			a.log.Warn("closing packet capture probes", "err", err)
+		}
+	}
+	if a.tls != nil {
+		if err := a.tls.probe.Close(); err != nil {
+			a.log.Warn("closing TLS plaintext probes", "err", err)
 		}
 	}
 }
@@ -257,12 +301,23 @@ func (a *agent) readProcesses(ctx context.Context, exits chan<- uint32) error {
 				info.Exe = exe // resolved through symlinks and relative paths
 			}
 			a.procs.Exec(info)
+			a.countProbeEvent("process")
+			a.lineageExec(r.PID, r.PPID, r.StartTime)
+			if a.tls != nil {
+				a.tls.find.Exec(r.PID, info.Exe) // hook the TLS libraries it maps
+			}
 			if a.cfg.Telemetry.ProcessEvents {
 				stored, _ := a.procs.Lookup(ctx, r.PID)
 				a.append(a.build.Exec(stored, r.Time))
 			}
 		case process.Exit:
 			a.procs.Exit(r.PID, r.Time)
+			a.countProbeEvent("process")
+			a.lineageExit(r.PID, r.Time)
+			if a.tls != nil {
+				a.tls.find.Exit(r.PID)
+				a.tls.pipe.Exit(r.PID) // classify its connections now
+			}
 			if a.cfg.Telemetry.ProcessEvents {
 				info, _ := a.procs.Lookup(ctx, r.PID)
 				a.append(a.build.Exit(info, int32(r.Status), r.Time))
@@ -288,6 +343,7 @@ func (a *agent) readFiles(ctx context.Context, out chan<- filewrite.Record) erro
 			a.log.Debug("file record", "err", err)
 			continue
 		}
+		a.countProbeEvent("filewrite")
 		select {
 		case out <- r:
 		case <-ctx.Done():
@@ -355,7 +411,7 @@ func (a *agent) applyRecord(asm *stream.Assembler, r filewrite.Record) []stream.
 		if r.PathTruncated {
 			a.count("filewrite.path_truncated", 1)
 		}
-		return asm.Open(stream.Key{TGID: r.PID, FD: r.FD}, stream.File{Path: r.Path, Device: uint64(r.Dev), Inode: r.Ino}, r.Time)
+		return asm.Open(stream.Key{TGID: r.PID, FD: r.FD}, stream.File{Path: r.Path, Device: uint64(r.Dev), Inode: r.Ino, WatchDir: r.WatchDir}, r.Time)
 	case filewrite.Write:
 		k := stream.Key{TGID: r.PID, FD: r.FD}
 		f := stream.File{Device: uint64(r.Dev), Inode: r.Ino}
@@ -364,6 +420,8 @@ func (a *agent) applyRecord(asm *stream.Assembler, r filewrite.Record) []stream.
 			f.Path, _ = os.Readlink("/proc/" + strconv.FormatUint(uint64(r.PID), 10) + "/fd/" + strconv.Itoa(int(r.FD)))
 		}
 		return asm.Write(k, f, r.Offset, r.Requested, r.Data, r.Time)
+	case filewrite.PathOp, filewrite.FdOp:
+		return a.applyEgress(asm, r)
 	case filewrite.Close:
 		if c, ok := asm.Close(stream.Key{TGID: r.PID, FD: r.FD}, r.Time); ok {
 			return []stream.Content{c}
@@ -381,10 +439,19 @@ func (a *agent) classifyLoop(ctx context.Context, in <-chan stream.Content) erro
 
 // handleContent classifies one reassembled run, applies policy and spools the events.
 func (a *agent) handleContent(ctx context.Context, c stream.Content) {
+	if c.Reason == stream.Flagged {
+		a.flagged(ctx, c)
+		return
+	}
 	if c.Unobserved && !modifiedSince(c.File.Path, c.First) {
 		return // opened for writing, closed untouched: nothing left the process
 	}
-	info, ok := a.procs.Lookup(ctx, c.Key.TGID)
+	start := time.Now()
+	var info proc.Info
+	ok := c.Key.TGID == 0 // fsnotify fallback: no writer to look up (the events say so)
+	if !ok {
+		info, ok = a.procs.Lookup(ctx, c.Key.TGID)
+	}
 	if !ok {
 		a.count("enrich.process_unknown", 1)
 	}
@@ -403,14 +470,26 @@ func (a *agent) handleContent(ctx context.Context, c stream.Content) {
 		}
 	}
 	matches := a.engine.Classify(data)
+	taint := a.taintOf(c.Key.TGID, info, c.Last)
+	if len(taint) > 0 {
+		matches = a.lineageMatches(matches, taint, c.Last)
+	}
 	findings := 0
 	// Every write is decided, not only those with matches: some rules are about the file
 	// itself (a recording written by a video app).
 	pol := a.policy.Policy()
 	in := a.fileInput(c, info, matches, size, data, pol)
-	if d := pol.Evaluate(in); d.RuleID != "" {
-		out := outcome(d)
+	in.Lineage = lineageInput(taint)
+	d := pol.Evaluate(in)
+	if d.RuleID != "" {
+		out := a.enforce(c, info, d)
+		a.observeDecision(start, d, out.Taken)
 		ev, err := a.build.Finding(c, info, size, reread, base, matches, d, out)
+		if err == nil {
+			a.annotate(ev, c)
+			markUnattributed(ev, c)
+			a.afterFinding(ev, c, taint, matches, pol)
+		}
 		if err == nil {
 			a.append(ev)
 			findings = 1
@@ -420,7 +499,13 @@ func (a *agent) handleContent(ctx context.Context, c stream.Content) {
 		}
 	}
 	if a.cfg.Telemetry.FileActivity {
-		a.append(a.build.FileActivity(c, info, reread, findings))
+		ev := a.build.FileActivity(c, info, reread, findings)
+		a.annotate(ev, c)
+		markUnattributed(ev, c)
+		a.append(ev)
+	}
+	if d.RuleID == "" {
+		a.observeDecision(start, d, 0)
 	}
 }
 
@@ -471,6 +556,7 @@ func rereadFile(f stream.File, limit int64) ([]byte, int64, error) {
 // append spools an event. The spool never blocks on the network; a failure here is a disk
 // problem, logged and counted rather than stopping the pipeline.
 func (a *agent) append(ev *wardv1.Event) {
+	a.attachFlowTaint(ev)
 	if _, err := a.spool.Append(ev); err != nil {
 		a.count("spool.append_error", 1)
 		a.log.Error("spool append failed", "kind", fmt.Sprintf("%T", ev.Payload), "err", err)
@@ -527,6 +613,9 @@ func (a *agent) health() *wardv1.Health {
 		addStatus("file.", "all", "", false, errors.New("file write probes failed to load"))
 	}
 	a.flowHealth(addStatus, h.Drops)
+	a.lineageHealth(addStatus, h.Drops)
+	a.degradedHealth(addStatus, h.Drops)
+	a.tlsHealth(addStatus, h.Drops)
 	a.mu.Lock()
 	for k, v := range a.counters {
 		h.Drops[k] = v

@@ -42,7 +42,7 @@ func TestFlowEventsReachTheSpool(t *testing.T) {
 	recs := make(chan netflow.Record, 1024)
 	done := make(chan struct{}, 2)
 	go func() { _ = a.readFlows(ctx, recs); done <- struct{}{} }()
-	go func() { _ = a.trackFlows(ctx, recs); done <- struct{}{} }()
+	go func() { _ = a.trackFlows(ctx, recs, nil); done <- struct{}{} }()
 	defer func() {
 		cancel()
 		a.nets.Close()

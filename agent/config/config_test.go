@@ -104,3 +104,66 @@ func TestPolicyKeysAreValidated(t *testing.T) {
 		t.Fatal("bad group accepted")
 	}
 }
+
+func TestTLSPlaintextSection(t *testing.T) {
+	d := Default().Network.TLSPlaintext
+	if !d.Enabled || d.InspectReceived {
+		t.Errorf("defaults %+v: TLS plaintext inspection is on, egress only", d)
+	}
+	cfg, err := Load(write(t, "network:\n  tls_plaintext:\n    enabled: false\n    inspect_received: true\n    max_capture_bytes: 16384\n    idle_flush: 500ms\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := cfg.Network.TLSPlaintext
+	if tp.Enabled || !tp.InspectReceived || tp.MaxCaptureBytes != 16384 || tp.IdleFlush != 500*time.Millisecond || tp.MaxSessions != d.MaxSessions {
+		t.Fatalf("tls_plaintext = %+v", tp)
+	}
+	for name, c := range map[string]struct{ body, want string }{
+		"unknown key":  {"network:\n  tls_plaintext:\n    enable: true\n", "enable"},
+		"capture":      {"network:\n  tls_plaintext:\n    max_capture_bytes: 10\n", "max_capture_bytes"},
+		"huge capture": {"network:\n  tls_plaintext:\n    max_capture_bytes: 1048576\n", "max_capture_bytes"},
+		"sessions":     {"network:\n  tls_plaintext:\n    max_sessions: 0\n", "max_sessions"},
+		"session size": {"network:\n  tls_plaintext:\n    max_session_bytes: 5\n", "max_session_bytes"},
+		"idle":         {"network:\n  tls_plaintext:\n    idle_flush: 1ms\n", "idle_flush"},
+		"bad bool":     {"network:\n  tls_plaintext:\n    enabled: maybe\n", "line 3"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(write(t, c.body))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want mention of %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestNetCaptureSection(t *testing.T) {
+	d := Default().Network.Capture
+	if !d.Enabled || d.Hook != "auto" || d.Packets != 10 || d.Snap != 2048 {
+		t.Errorf("defaults %+v: capture is on, cgroup_skb first", d)
+	}
+	cfg, err := Load(write(t, "network:\n  capture:\n    enabled: false\n    packets: 4\n    snap: 1500\n    hook: tcx\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Network.Capture
+	if c.Enabled || c.Packets != 4 || c.Snap != 1500 || c.Hook != "tcx" || c.Bytes != d.Bytes || c.DNSPerSecond != d.DNSPerSecond {
+		t.Fatalf("capture = %+v", c)
+	}
+	for name, c := range map[string]struct{ body, want string }{
+		"unknown key": {"network:\n  capture:\n    enable: true\n", "enable"},
+		"packets":     {"network:\n  capture:\n    packets: 0\n", "network.capture.packets"},
+		"bytes":       {"network:\n  capture:\n    bytes: 100\n", "network.capture.bytes"},
+		"snap":        {"network:\n  capture:\n    snap: 9000\n", "network.capture.snap"},
+		"dns rate":    {"network:\n  capture:\n    dns_per_second: 0\n", "dns_per_second"},
+		"hook":        {"network:\n  capture:\n    hook: xdp\n", "network.capture.hook"},
+		"bad bool":    {"network:\n  capture:\n    enabled: maybe\n", "line 3"},
+		"bool form":   {"network:\n  capture: false\n", "line 2"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(write(t, c.body))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want mention of %q", err, c.want)
+			}
+		})
+	}
+}

@@ -71,6 +71,10 @@ type Flow struct {
 	Established   bool
 	Reason        End
 	RuleID        uint32 // deny-list rule id when Reason is Denied
+	// Via says which call a denial refused (connect or sendmsg); zero for a Cut flow.
+	Via netflow.DenyVia
+	// Cut: the flow was established and then cut by dropping its packets (Reason Denied).
+	Cut bool
 }
 
 // Config bounds a Tracker.
@@ -114,6 +118,7 @@ type Tracker struct {
 	flows      map[key]*entry
 	head, tail *entry
 	stats      Stats
+	cut        map[uint64]bool // sockets reported by Cut whose later records are ignored
 }
 
 // New returns an empty Tracker.
@@ -162,7 +167,7 @@ func (t *Tracker) Apply(r netflow.Record) []Flow {
 	case netflow.Deny:
 		t.stats.Denied++
 		return []Flow{{Cookie: r.Cookie, Proto: r.Proto, Remote: r.Dst, Direction: Outbound, Task: r.Task,
-			Start: r.Time, End: r.Time, Reason: Denied, RuleID: r.RuleID}}
+			Start: r.Time, End: r.Time, Reason: Denied, RuleID: r.RuleID, Via: r.Via}}
 	case netflow.State:
 		return t.state(r)
 	}
@@ -215,6 +220,10 @@ func (t *Tracker) state(r netflow.State) []Flow {
 		return out
 	case netflow.StateClose:
 		if !known {
+			if t.cut[r.Cookie] {
+				delete(t.cut, r.Cookie)
+				return nil
+			}
 			t.stats.CloseWithout++
 			return nil
 		}
@@ -290,6 +299,33 @@ func (t *Tracker) finish(e *entry, why End, at time.Time) Flow {
 		f.End = f.Start
 	}
 	return f
+}
+
+// Cut reports every flow of a socket whose packets enforcement started dropping (Reason
+// Denied, Cut set) and forgets them: the connection cannot carry data any more, and its
+// eventual close (after TCP gives up) is ignored rather than reported a second time.
+func (t *Tracker) Cut(cookie uint64, at time.Time, rule uint32) []Flow {
+	if cookie == 0 {
+		return nil
+	}
+	var out []Flow
+	for e := t.head; e != nil; {
+		next := e.next
+		if e.Cookie == cookie {
+			f := t.finish(e, Denied, at)
+			f.RuleID, f.Cut = rule, true
+			out = append(out, f)
+		}
+		e = next
+	}
+	if len(out) > 0 {
+		t.stats.Denied++
+		if t.cut == nil || len(t.cut) >= 4096 {
+			t.cut = make(map[uint64]bool) // bounded: a late CLOSE of an old cut is then merely counted
+		}
+		t.cut[cookie] = true
+	}
+	return out
 }
 
 // Tick ends idle UDP flows and TCP connects that never progressed, and reports long TCP

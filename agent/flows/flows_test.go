@@ -107,3 +107,22 @@ func TestDenyAndEviction(t *testing.T) {
 		t.Fatalf("unknown close = %+v", out)
 	}
 }
+
+func TestCut(t *testing.T) {
+	tr := New(Config{})
+	tr.Apply(netflow.Connect{Time: at(0), Task: task, Cookie: 7, Proto: netflow.TCP, Dst: server})
+	tr.Apply(netflow.State{Time: at(0), Cookie: 7, Src: client, Dst: server, Old: netflow.StateSynSent, New: netflow.StateEstablished})
+	tr.Apply(netflow.Connect{Time: at(0), Task: task, Cookie: 8, Proto: netflow.TCP, Dst: server})
+	out := tr.Cut(7, at(2), 3)
+	if len(out) != 1 || out[0].Cookie != 7 || out[0].Reason != Denied || !out[0].Cut || out[0].RuleID != 3 ||
+		!out[0].Established || out[0].Local != client || tr.Stats().Open != 1 {
+		t.Fatalf("cut = %+v", out)
+	}
+	if out := tr.Cut(7, at(3), 3); len(out) != 0 {
+		t.Fatalf("second cut = %+v", out)
+	}
+	// The cut socket's eventual close is neither reported nor counted as unknown.
+	if out := tr.Apply(netflow.State{Time: at(900), Cookie: 7, Src: client, Dst: server, Old: netflow.StateEstablished, New: netflow.StateClose}); out != nil || tr.Stats().CloseWithout != 0 {
+		t.Fatalf("close after cut = %+v, stats %+v", out, tr.Stats())
+	}
+}

@@ -19,7 +19,44 @@ type File struct {
 	Path   string
 	Device uint64
 	Inode  uint64
+	// WatchDir is the watched directory (egress target) the file is under, when known.
+	WatchDir string
 }
+
+// Note records something done to a descriptor besides write(): it travels with the content
+// into the activity event.
+type Note uint8
+
+// Notes.
+const (
+	// NoteFtruncate: ftruncate(2) through the descriptor.
+	NoteFtruncate Note = 1 << iota
+	// NoteMmapShared: a writable shared mapping of the file; stores through it are not seen.
+	NoteMmapShared
+	// NoteIOURing: the process used io_uring while holding the descriptor.
+	NoteIOURing
+	// NoteDup: the descriptor is a dup of another one.
+	NoteDup
+	// NoteTruncate: truncate(2) of the file by path.
+	NoteTruncate
+)
+
+var noteNames = [...]string{"ftruncate", "mmap_shared", "io_uring", "dup", "truncate"}
+
+// Strings names the notes set, in a fixed order.
+func (n Note) Strings() []string {
+	var out []string
+	for i, name := range noteNames {
+		if n&(1<<i) != 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// unseen are the notes that mean bytes may have reached the file without a write() the
+// probe copied.
+const unseen = NoteMmapShared | NoteIOURing
 
 // Reason says why a Content was emitted.
 type Reason int
@@ -33,6 +70,12 @@ const (
 	Exited
 	// Pressure means the buffer budget ran out and this stream, the oldest, was emitted early.
 	Pressure
+	// Renamed means a file was renamed into a watched directory: there were no writes, the
+	// content is the file itself (Complete is false, so it is read from disk).
+	Renamed
+	// Flagged means something was done to a watched file that cannot be classified as it
+	// happens (Content.Flag says what); the content carries no data.
+	Flagged
 )
 
 func (r Reason) String() string {
@@ -45,6 +88,10 @@ func (r Reason) String() string {
 		return "exited"
 	case Pressure:
 		return "pressure"
+	case Renamed:
+		return "renamed"
+	case Flagged:
+		return "flagged"
 	}
 	return "unknown"
 }
@@ -69,6 +116,23 @@ type Content struct {
 	// sendfile, splice, mmap or io_uring. Data is empty; the agent decides from the file's
 	// size and modification time whether to read it back.
 	Unobserved bool
+	// Notes are what else happened on the descriptor during the run.
+	Notes Note
+	// RenamedFrom is the path before the rename, for Reason Renamed.
+	RenamedFrom string
+	// Flag is what was flagged, for Reason Flagged.
+	Flag Note
+}
+
+// RenamedInto is the content of a file that arrived in a watched directory by a rename.
+func RenamedInto(tgid uint32, f File, from string, at time.Time) Content {
+	return Content{Key: Key{TGID: tgid, FD: -1}, File: f, Reason: Renamed, RenamedFrom: from, First: at, Last: at}
+}
+
+// FlaggedActivity is a record that something happened to a watched file that the agent cannot
+// classify as it happens (a truncate by path, a shared mapping, io_uring).
+func FlaggedActivity(k Key, f File, flag Note, at time.Time) Content {
+	return Content{Key: k, File: f, Reason: Flagged, Flag: flag, Notes: flag, First: at, Last: at}
 }
 
 // Config bounds reassembly.
@@ -120,6 +184,7 @@ type state struct {
 	// opened is set when the stream began with an open record, so a close without writes
 	// means "written some other way" rather than "we never knew this descriptor".
 	opened bool
+	notes  Note
 }
 
 // Assembler holds the streams. It is owned by one goroutine (the file-record reader), which
@@ -162,6 +227,59 @@ func (a *Assembler) Open(k Key, f File, at time.Time) []Content {
 	out = append(out, a.ensureRoom()...)
 	a.streams[k] = &state{key: k, file: f, base: -1, first: at, last: at, opened: true}
 	return out
+}
+
+// Note adds a note to a descriptor's stream and reports whether the descriptor is tracked.
+// Notes of bytes the probe could not see (mmap, io_uring) make the run incomplete, so it is
+// read back from disk.
+func (a *Assembler) Note(k Key, n Note) bool {
+	s, ok := a.streams[k]
+	if !ok {
+		return false
+	}
+	s.note(n)
+	return true
+}
+
+// NoteProcess adds a note to every stream of a process and returns how many it has.
+func (a *Assembler) NoteProcess(tgid uint32, n Note) int {
+	c := 0
+	for k, s := range a.streams {
+		if k.TGID == tgid {
+			s.note(n)
+			c++
+		}
+	}
+	return c
+}
+
+func (s *state) note(n Note) {
+	s.notes |= n
+	if n&unseen != 0 {
+		s.incomplete = true
+	}
+}
+
+// Dup starts tracking a copy of a descriptor (dup, dup2, dup3, fcntl F_DUPFD) as a stream of
+// its own for the same file. A stream already under the new number was implicitly closed
+// by dup2 and is emitted. It reports false when the original is not tracked.
+func (a *Assembler) Dup(old, k Key, at time.Time) ([]Content, bool) {
+	s, ok := a.streams[old]
+	if !ok {
+		return nil, false
+	}
+	out := a.Open(k, s.file, at)
+	a.streams[k].notes = s.notes | NoteDup
+	return out, true
+}
+
+// Lookup returns the file behind a tracked descriptor.
+func (a *Assembler) Lookup(k Key) (File, bool) {
+	s, ok := a.streams[k]
+	if !ok {
+		return File{}, false
+	}
+	return s.file, true
 }
 
 // Write adds one write() to its stream. offset is the file offset of the write, or -1 when
@@ -278,7 +396,7 @@ func (a *Assembler) Close(k Key, at time.Time) (Content, bool) {
 // unobserved describes a descriptor that was opened for writing and ended with no write
 // seen, so the agent can check the file itself.
 func (a *Assembler) unobserved(s *state, r Reason, at time.Time) Content {
-	return Content{Key: s.key, File: s.file, Reason: r, Unobserved: true, First: s.first, Last: at}
+	return Content{Key: s.key, File: s.file, Reason: r, Unobserved: true, Notes: s.notes, First: s.first, Last: at}
 }
 
 // Exit ends every stream of a process.
@@ -333,7 +451,7 @@ func (a *Assembler) emit(s *state, r Reason) (Content, bool) {
 		Data: s.buf, Base: max(s.base, 0),
 		Complete:     !s.incomplete,
 		BytesWritten: s.written, BytesCaptured: s.captured, WriteCalls: s.calls,
-		First: s.first, Last: s.last,
+		First: s.first, Last: s.last, Notes: s.notes,
 	}
 	return c, true
 }
@@ -344,7 +462,10 @@ func (a *Assembler) reset(s *state) {
 	next := s.pos
 	// A new run continues where the last write ended, so the next write with an unknown
 	// offset lands right after it.
-	*s = state{key: s.key, file: s.file, base: -1, pos: next, contiguous: next, first: s.last, last: s.last}
+	*s = state{key: s.key, file: s.file, base: -1, pos: next, contiguous: next, first: s.last, last: s.last,
+		// Only a descriptor that can change the file unseen (a shared mapping, io_uring)
+		// is checked again at close when no write follows.
+		opened: s.notes&unseen != 0, notes: s.notes}
 }
 
 func (a *Assembler) drop(s *state) {

@@ -199,3 +199,53 @@ func TestCopyWithoutDataIsIncomplete(t *testing.T) {
 		t.Fatalf("got %+v", c)
 	}
 }
+
+func TestNotesDupAndRename(t *testing.T) {
+	a := New(Config{})
+	at := time.Unix(100, 0)
+	k := Key{TGID: 1, FD: 3}
+	f := File{Path: "/usb/a.txt", Inode: 9, WatchDir: "/usb"}
+	a.Open(k, f, at)
+	a.Write(k, f, 0, 5, []byte("hello"), at)
+	if !a.Note(k, NoteFtruncate) || a.Note(Key{TGID: 1, FD: 99}, NoteFtruncate) {
+		t.Fatal("Note on tracked/untracked descriptors")
+	}
+	// A dup is a stream of its own for the same file, carrying the notes.
+	k2 := Key{TGID: 1, FD: 40}
+	if _, ok := a.Dup(k, k2, at); !ok {
+		t.Fatal("Dup of a tracked descriptor")
+	}
+	if _, ok := a.Dup(Key{TGID: 1, FD: 77}, Key{TGID: 1, FD: 78}, at); ok {
+		t.Fatal("Dup of an untracked descriptor")
+	}
+	a.Write(k2, File{}, 5, 3, []byte("abc"), at)
+	if n := a.NoteProcess(1, NoteMmapShared); n != 2 {
+		t.Fatalf("NoteProcess touched %d streams", n)
+	}
+	c, ok := a.Close(k, at)
+	if !ok || c.Complete || c.Notes != NoteFtruncate|NoteMmapShared || c.File.WatchDir != "/usb" {
+		t.Fatalf("close = %+v", c)
+	}
+	if got := c.Notes.Strings(); len(got) != 2 || got[0] != "ftruncate" || got[1] != "mmap_shared" {
+		t.Errorf("note names %v", got)
+	}
+	c2, ok := a.Close(k2, at)
+	if !ok || c2.File.Path != "/usb/a.txt" || c2.Notes&NoteDup == 0 || string(c2.Data) != "abc" || c2.Base != 5 {
+		t.Fatalf("dup close = %+v", c2)
+	}
+	// A descriptor mapped shared and idle-flushed is checked again at close, with no write.
+	k3 := Key{TGID: 2, FD: 5}
+	a.Open(k3, f, at)
+	a.Write(k3, f, 0, 1, []byte("x"), at)
+	a.Note(k3, NoteMmapShared)
+	if cs := a.Tick(at.Add(time.Hour)); len(cs) != 1 {
+		t.Fatalf("tick emitted %d", len(cs))
+	}
+	if c, ok := a.Close(k3, at.Add(2*time.Hour)); !ok || !c.Unobserved || c.Notes&NoteMmapShared == 0 {
+		t.Fatalf("mapped close after idle = %+v %v", c, ok)
+	}
+	r := RenamedInto(7, f, "/home/u/a.txt", at)
+	if r.Reason != Renamed || r.Complete || r.RenamedFrom != "/home/u/a.txt" || r.Reason.String() != "renamed" {
+		t.Errorf("renamed = %+v", r)
+	}
+}

@@ -15,12 +15,21 @@
  *                     copied (bounded) and emitted as WRITE.
  *   sys_enter_close : untrack and emit CLOSE.
  *
+ *   sys_exit_rename*: a rename whose destination lands under a watched
+ *                     directory emits PATHOP (see "Renames" below); so does
+ *                     truncate(2) of a path there.
+ *   sys_enter_ftruncate / sys_enter_mmap / io_uring_{setup,enter}:
+ *                     FDOP records for a truncated tracked file, a writable
+ *                     shared mapping of one, and io_uring used by a process
+ *                     holding one (data the probe cannot see: flagged, not
+ *                     classified).
+ *   dup/dup2/dup3/fcntl(F_DUPFD*): the new descriptor inherits tracking.
+ *
  * Known gaps (user space must not assume more):
- *   - dup/dup2/dup3/fcntl(F_DUPFD) of a tracked fd: the new descriptor is not
- *     tracked, writes through it are missed (the original still works).
  *   - fork: the child inherits the descriptor under a new tgid and is not
- *     tracked.
- *   - mmap'd writes, io_uring and truncate are not observed.
+ *     tracked (iterating the tracked map per fork costs too much).
+ *   - writes through a shared mapping or io_uring are flagged, not captured;
+ *     a shared mapping made writable later with mprotect is not flagged.
  *   - copy_file_range/sendfile/splice into a tracked fd are reported at
  *     syscall exit as WRITE with the bytes moved and no data (there is no
  *     user buffer to copy): user space must re-read the file.
@@ -167,6 +176,40 @@ struct {
 	__type(key, __u64);
 	__type(value, struct tracked_fd);
 } tracked SEC(".maps");
+
+/*
+ * Processes holding tracked descriptors: tgid -> count and the last time an
+ * io_uring use was reported. Feeds the io_uring flag only, so a count that
+ * drifts (LRU evictions, close_range) errs towards reporting.
+ */
+struct tgid_state {
+	__s64 tracked;
+	__u64 uring_reported_ns;
+	__u32 watch_id;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct tgid_state);
+} tgid_targets SEC(".maps");
+
+static __always_inline void tgid_track(__u32 tgid, __u32 watch_id, __s64 delta)
+{
+	struct tgid_state *st = bpf_map_lookup_elem(&tgid_targets, &tgid);
+	if (st) {
+		__sync_fetch_and_add(&st->tracked, delta);
+		if (delta > 0)
+			st->watch_id = watch_id;
+		return;
+	}
+	if (delta <= 0)
+		return;
+	struct tgid_state init = {.tracked = delta, .watch_id = watch_id};
+	bpf_map_update_elem(&tgid_targets, &tgid, &init, BPF_NOEXIST);
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -316,6 +359,8 @@ static __always_inline int on_open_exit(struct trace_event_raw_sys_exit *ctx)
 	if (bpf_map_update_elem(&tracked, &key, &t, BPF_ANY) < 0) {
 		ward_count_drop(WARD_DROP_MAP_FULL);
 		path_flags |= PATH_FLAG_UNTRACKED;
+	} else {
+		tgid_track(tgid, wid, 1);
 	}
 
 	__u64 uid_gid = bpf_get_current_uid_gid();
@@ -639,7 +684,570 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 		.ino = t->ino,
 	};
 	bpf_map_delete_elem(&tracked, &key);
+	tgid_track(tgid, 0, -1);
 	if (bpf_ringbuf_output(&events, &e, sizeof(e), 0) < 0)
 		ward_count_drop(WARD_DROP_RINGBUF_FULL);
+	return 0;
+}
+
+/*
+ * ---- Renames and truncates by path ----
+ *
+ * A file can reach a watched directory without being opened there: a rename
+ * from an unwatched directory on the same file system (into a sync folder)
+ * moves the inode, no byte is written. The syscall only has user strings, and
+ * BPF cannot look a path up, so the exit decides from what it can see:
+ *
+ *   - a relative destination: walk up from its base directory (the dfd's
+ *     directory or the cwd). A watched ancestor decides at once; reaching the
+ *     root with a destination that contains '/' ("Dropbox/a.pdf") leaves the
+ *     decision to user space, which gets the base's absolute path.
+ *   - an absolute destination: FNV-1a hashes of each of its directory
+ *     prefixes are looked up in watch_prefix, which user space fills with the
+ *     watched directories' paths (as configured and with symlinks resolved).
+ *     Paths spelled with "." or ".." components, or relative to a chroot,
+ *     are not matched this way.
+ *
+ * coreutils mv renames with renameat2(AT_FDCWD, src, dirfd, basename), which
+ * is the first case and needs no string matching.
+ */
+#define EV_PATHOP 4
+#define EV_FDOP 5
+
+#define PATHOP_RENAME 1
+#define PATHOP_TRUNCATE 2
+
+#define PATHOP_BASE_WATCHED (1 << 0)     /* new_base is relative to watch_id */
+#define PATHOP_PREFIX (1 << 1)           /* absolute destination, prefix-matched */
+#define PATHOP_UNRESOLVED (1 << 2)       /* new_base is absolute; user space decides */
+#define PATHOP_NAME_TRUNCATED (1 << 3)   /* a user path filled its buffer */
+#define PATHOP_OLD_BASE_WATCHED (1 << 4) /* old_base is relative to old_watch_id */
+#define PATHOP_OLD_BASE_ROOT (1 << 5)    /* old_base is absolute */
+#define PATHOP_PATH_TRUNCATED (1 << 6)   /* a component name could not be read */
+
+#define PATH_NAME 512
+#define BASE_DEPTH 24
+#define AT_FDCWD -100
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+struct pathop_event {
+	__u32 type;
+	__u32 tgid;
+	__u64 ts_boot_ns;
+	__u32 tid;
+	__u32 uid;
+	__u32 gid;
+	__u32 watch_id; /* the destination's watched dir; 0 with PATHOP_UNRESOLVED */
+	__u16 op;
+	__u16 flags;
+	__u16 new_depth; /* slots used in new_base */
+	__u16 old_depth; /* slots used in old_base */
+	__u32 old_watch_id;
+	__u32 rename_flags;
+	__s64 length; /* truncate(2) length */
+	char comm[WARD_TASK_COMM_LEN];
+	char new_name[PATH_NAME]; /* as the process passed it */
+	char old_name[PATH_NAME];
+	/* base directories' names, innermost first; empty at mount crossings */
+	char new_base[BASE_DEPTH][NAME_BUF];
+	char old_base[BASE_DEPTH][NAME_BUF];
+};
+
+struct pathop_args {
+	__u64 old_name;
+	__u64 new_name;
+	__s32 old_dfd;
+	__s32 new_dfd;
+	__u32 flags;
+	__u16 op;
+	__u16 _pad;
+	__s64 length;
+};
+
+#define FDOP_FTRUNCATE 1
+#define FDOP_MMAP_SHARED 2
+#define FDOP_IO_URING_SETUP 3
+#define FDOP_IO_URING_ENTER 4
+#define FDOP_DUP 5
+
+struct fdop_event {
+	__u32 type;
+	__u32 tgid;
+	__u64 ts_boot_ns;
+	__u32 tid;
+	__s32 fd; /* the tracked fd (for io_uring: the ring fd; for dup: the new fd) */
+	__u32 dev;
+	__u32 watch_id;
+	__u64 ino;
+	__u16 op;
+	__u16 _pad;
+	__u32 arg32; /* mmap: prot */
+	__s64 arg;   /* ftruncate: length; mmap: length; io_uring_enter: to_submit; dup: old fd */
+};
+
+const struct pathop_event *unused_pathop_event __attribute__((unused));
+const struct fdop_event *unused_fdop_event __attribute__((unused));
+
+/* FNV-1a of a watched directory's absolute path -> watch id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, __u32);
+} watch_prefix SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct pathop_args);
+} pathop_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pathop_event);
+} pathop_scratch SEC(".maps");
+
+static __always_inline int pathop_enter(__u16 op, __s32 old_dfd, const char *old_name, __s32 new_dfd,
+					const char *new_name, __u32 flags, __s64 length)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (ward_ignored(pid_tgid >> 32))
+		return 0;
+	struct pathop_args a = {
+		.old_name = (__u64)old_name,
+		.new_name = (__u64)new_name,
+		.old_dfd = old_dfd,
+		.new_dfd = new_dfd,
+		.flags = flags,
+		.op = op,
+		.length = length,
+	};
+	if (bpf_map_update_elem(&pathop_pending, &pid_tgid, &a, BPF_ANY) < 0)
+		ward_count_drop(WARD_DROP_MAP_FULL);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_rename")
+int enter_rename(struct trace_event_raw_sys_enter *ctx)
+{
+	return pathop_enter(PATHOP_RENAME, AT_FDCWD, (const char *)ctx->args[0], AT_FDCWD,
+			    (const char *)ctx->args[1], 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat")
+int enter_renameat(struct trace_event_raw_sys_enter *ctx)
+{
+	return pathop_enter(PATHOP_RENAME, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
+			    (const char *)ctx->args[3], 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat2")
+int enter_renameat2(struct trace_event_raw_sys_enter *ctx)
+{
+	return pathop_enter(PATHOP_RENAME, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
+			    (const char *)ctx->args[3], ctx->args[4], 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_truncate")
+int enter_truncate(struct trace_event_raw_sys_enter *ctx)
+{
+	return pathop_enter(PATHOP_TRUNCATE, AT_FDCWD, NULL, AT_FDCWD, (const char *)ctx->args[0], 0,
+			    (__s64)ctx->args[1]);
+}
+
+/* The directory a relative path starts from: the dfd's, or the cwd. */
+static __always_inline bool base_dir(__s32 dfd, struct dentry **d, struct mount **mnt)
+{
+	if (dfd == AT_FDCWD) {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		*d = BPF_CORE_READ(task, fs, pwd.dentry);
+		*mnt = real_mount(BPF_CORE_READ(task, fs, pwd.mnt));
+	} else {
+		struct file *f = fd_file(dfd);
+		if (!f)
+			return false;
+		*d = BPF_CORE_READ(f, f_path.dentry);
+		*mnt = real_mount(BPF_CORE_READ(f, f_path.mnt));
+	}
+	return *d != NULL;
+}
+
+/*
+ * Walk from directory cur upward, naming cur and each ancestor in slots
+ * (innermost first, empty at mount crossings), until a watched directory
+ * (its id is returned) or the root (*at_root). Results go to *depth_out in
+ * the scratch map so the verifier sees one state after each walk.
+ */
+static __always_inline __u32 walk_dir(struct dentry *cur, struct mount *mnt, char (*slots)[NAME_BUF],
+				      __u16 *depth_out, bool *at_root, __u16 *flags)
+{
+	*at_root = false;
+	*depth_out = 0;
+	for (__u32 depth = 0; depth < BASE_DEPTH; depth++) {
+		struct watch_key wk = {
+			.dev = BPF_CORE_READ(cur, d_sb, s_dev),
+			.ino = BPF_CORE_READ(cur, d_inode, i_ino),
+		};
+		__u32 *id = bpf_map_lookup_elem(&watched, &wk);
+		if (id) {
+			*depth_out = depth;
+			return *id;
+		}
+		if (cur == BPF_CORE_READ(mnt, mnt.mnt_root)) {
+			struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
+			if (parent == mnt) {
+				*depth_out = depth;
+				*at_root = true;
+				return 0;
+			}
+			slots[depth][0] = 0;
+			cur = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = parent;
+			continue;
+		}
+		struct dentry *up = BPF_CORE_READ(cur, d_parent);
+		if (up == cur)
+			return 0; /* a detached tree: no path to report */
+		const unsigned char *name = BPF_CORE_READ(cur, d_name.name);
+		if (bpf_probe_read_kernel_str(slots[depth], NAME_BUF, name) <= 0) {
+			slots[depth][0] = 0;
+			*flags |= PATHOP_PATH_TRUNCATED;
+		}
+		cur = up;
+	}
+	ward_count_drop(WARD_DROP_PATH_TOO_DEEP);
+	return 0;
+}
+
+/* Longest watched directory prefix of an absolute path, by hash. */
+static __always_inline __u32 prefix_match(const char *name)
+{
+	__u64 h = FNV_OFFSET;
+	__u32 found = 0;
+	char prev = 0;
+	for (__u32 i = 0; i < PATH_NAME; i++) {
+		char c = name[i];
+		if (c == 0)
+			break;
+		if (c == '/') {
+			if (prev == '/')
+				continue; /* "//" spells the same directory */
+			if (i > 0) {
+				__u32 *id = bpf_map_lookup_elem(&watch_prefix, &h);
+				if (id)
+					found = *id;
+			}
+		}
+		h ^= (__u8)c;
+		h *= FNV_PRIME;
+		prev = c;
+	}
+	return found;
+}
+
+static __always_inline bool has_slash(const char *name)
+{
+	for (__u32 i = 0; i < PATH_NAME; i++) {
+		char c = name[i];
+		if (c == 0)
+			return false;
+		if (c == '/')
+			return true;
+	}
+	return false;
+}
+
+static __always_inline int pathop_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct pathop_args *pa = bpf_map_lookup_elem(&pathop_pending, &pid_tgid);
+	if (!pa)
+		return 0;
+	struct pathop_args a = *pa;
+	bpf_map_delete_elem(&pathop_pending, &pid_tgid);
+	if (ctx->ret != 0)
+		return 0;
+
+	__u32 zero = 0;
+	struct pathop_event *e = bpf_map_lookup_elem(&pathop_scratch, &zero);
+	if (!e)
+		return 0;
+	__u16 flags = 0;
+	long n = bpf_probe_read_user_str(e->new_name, PATH_NAME, (const void *)a.new_name);
+	if (n <= 0)
+		return 0;
+	if (n >= PATH_NAME)
+		flags |= PATHOP_NAME_TRUNCATED;
+
+	__u32 wid = 0;
+	bool at_root = false;
+	if (e->new_name[0] == '/') {
+		e->new_depth = 0;
+		wid = prefix_match(e->new_name);
+		if (!wid)
+			return 0;
+		flags |= PATHOP_PREFIX;
+	} else {
+		struct dentry *d;
+		struct mount *mnt;
+		if (!base_dir(a.new_dfd, &d, &mnt))
+			return 0;
+		wid = walk_dir(d, mnt, e->new_base, &e->new_depth, &at_root, &flags);
+		if (wid)
+			flags |= PATHOP_BASE_WATCHED;
+		else if (at_root && has_slash(e->new_name))
+			flags |= PATHOP_UNRESOLVED;
+		else
+			return 0;
+	}
+
+	e->old_name[0] = 0;
+	e->old_depth = 0;
+	e->old_watch_id = 0;
+	if (a.op == PATHOP_RENAME) {
+		n = bpf_probe_read_user_str(e->old_name, PATH_NAME, (const void *)a.old_name);
+		if (n >= PATH_NAME)
+			flags |= PATHOP_NAME_TRUNCATED;
+		if (n > 0 && e->old_name[0] != '/') {
+			struct dentry *d;
+			struct mount *mnt;
+			bool old_root = false;
+			if (base_dir(a.old_dfd, &d, &mnt)) {
+				e->old_watch_id = walk_dir(d, mnt, e->old_base, &e->old_depth, &old_root, &flags);
+				if (e->old_watch_id)
+					flags |= PATHOP_OLD_BASE_WATCHED;
+				else if (old_root)
+					flags |= PATHOP_OLD_BASE_ROOT;
+			}
+		}
+	}
+
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	e->type = EV_PATHOP;
+	e->tgid = pid_tgid >> 32;
+	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	e->tid = (__u32)pid_tgid;
+	e->uid = (__u32)uid_gid;
+	e->gid = uid_gid >> 32;
+	e->watch_id = wid;
+	e->op = a.op;
+	e->flags = flags;
+	e->rename_flags = a.flags;
+	e->length = a.length;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0) < 0)
+		ward_count_drop(WARD_DROP_RINGBUF_FULL);
+	return 0;
+}
+
+/* Shared by the exits of rename, renameat, renameat2 and truncate. */
+SEC("tracepoint/syscalls/sys_exit_renameat2")
+int exit_pathop(struct trace_event_raw_sys_exit *ctx)
+{
+	return pathop_exit(ctx);
+}
+
+/* ---- Operations on tracked descriptors that move no user buffer ---- */
+
+/* The tracked entry for (tgid, fd) if it still names the same file. */
+static __always_inline struct tracked_fd *tracked_live(__u32 tgid, __u32 fd)
+{
+	__u64 key = fd_key(tgid, fd);
+	struct tracked_fd *t = bpf_map_lookup_elem(&tracked, &key);
+	if (!t)
+		return NULL;
+	struct file *f = fd_file(fd);
+	struct inode *inode = f ? BPF_CORE_READ(f, f_inode) : NULL;
+	if (!inode || BPF_CORE_READ(inode, i_ino) != t->ino || BPF_CORE_READ(inode, i_sb, s_dev) != t->dev) {
+		bpf_map_delete_elem(&tracked, &key);
+		return NULL;
+	}
+	return t;
+}
+
+static __always_inline void emit_fdop(__u64 pid_tgid, __s32 fd, struct tracked_fd *t, __u32 watch_id,
+				      __u16 op, __u32 arg32, __s64 arg)
+{
+	struct fdop_event e = {
+		.type = EV_FDOP,
+		.tgid = pid_tgid >> 32,
+		.ts_boot_ns = bpf_ktime_get_boot_ns(),
+		.tid = (__u32)pid_tgid,
+		.fd = fd,
+		.watch_id = watch_id,
+		.op = op,
+		.arg32 = arg32,
+		.arg = arg,
+	};
+	if (t) {
+		e.dev = t->dev;
+		e.ino = t->ino;
+		e.watch_id = t->watch_id;
+	}
+	if (bpf_ringbuf_output(&events, &e, sizeof(e), 0) < 0)
+		ward_count_drop(WARD_DROP_RINGBUF_FULL);
+}
+
+SEC("tracepoint/syscalls/sys_enter_ftruncate")
+int enter_ftruncate(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (ward_ignored(tgid))
+		return 0;
+	struct tracked_fd *t = tracked_live(tgid, ctx->args[0]);
+	if (t)
+		emit_fdop(pid_tgid, ctx->args[0], t, 0, FDOP_FTRUNCATE, 0, (__s64)ctx->args[1]);
+	return 0;
+}
+
+#define PROT_WRITE 0x2
+#define MAP_TYPE 0x0f
+#define MAP_SHARED 0x01
+#define MAP_SHARED_VALIDATE 0x03
+
+/* mmap(addr, len, prot, flags, fd, off): stores through a writable shared
+ * mapping reach the file with no syscall at all. */
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int enter_mmap(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 prot = ctx->args[2];
+	__u32 type = ctx->args[3] & MAP_TYPE;
+	if (!(prot & PROT_WRITE) || (type != MAP_SHARED && type != MAP_SHARED_VALIDATE))
+		return 0; /* hot path: private and anonymous mappings */
+	__s32 fd = ctx->args[4];
+	if (fd < 0)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (ward_ignored(tgid))
+		return 0;
+	struct tracked_fd *t = tracked_live(tgid, fd);
+	if (t)
+		emit_fdop(pid_tgid, fd, t, 0, FDOP_MMAP_SHARED, prot, (__s64)ctx->args[1]);
+	return 0;
+}
+
+/* io_uring by a process holding tracked descriptors: its reads and writes
+ * bypass the syscalls above. Reported at setup and, at most once a second
+ * per process, at submission. */
+static __always_inline struct tgid_state *holding_targets(__u32 tgid)
+{
+	if (ward_ignored(tgid))
+		return NULL;
+	struct tgid_state *st = bpf_map_lookup_elem(&tgid_targets, &tgid);
+	if (!st || st->tracked <= 0)
+		return NULL;
+	return st;
+}
+
+SEC("tracepoint/syscalls/sys_exit_io_uring_setup")
+int exit_io_uring_setup(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret < 0)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct tgid_state *st = holding_targets(pid_tgid >> 32);
+	if (!st)
+		return 0;
+	emit_fdop(pid_tgid, ctx->ret, NULL, st->watch_id, FDOP_IO_URING_SETUP, 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_io_uring_enter")
+int enter_io_uring_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct tgid_state *st = holding_targets(pid_tgid >> 32);
+	if (!st)
+		return 0;
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 last = st->uring_reported_ns;
+	if (last && now - last < 1000000000ULL)
+		return 0;
+	st->uring_reported_ns = now;
+	emit_fdop(pid_tgid, ctx->args[0], NULL, st->watch_id, FDOP_IO_URING_ENTER, 0, (__s64)ctx->args[1]);
+	return 0;
+}
+
+/* ---- dup/dup2/dup3/fcntl(F_DUPFD*): the copy inherits tracking ---- */
+
+#define F_DUPFD 0
+#define F_DUPFD_CLOEXEC 1030
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);   /* pid_tgid */
+	__type(value, __s32); /* old fd, when tracked */
+} dup_pending SEC(".maps");
+
+static __always_inline int dup_enter(__s32 oldfd)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (ward_ignored(tgid))
+		return 0;
+	__u64 key = fd_key(tgid, oldfd);
+	if (!bpf_map_lookup_elem(&tracked, &key))
+		return 0;
+	if (bpf_map_update_elem(&dup_pending, &pid_tgid, &oldfd, BPF_ANY) < 0)
+		ward_count_drop(WARD_DROP_MAP_FULL);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_dup")
+int enter_dup(struct trace_event_raw_sys_enter *ctx)
+{
+	return dup_enter(ctx->args[0]);
+}
+
+/* dup2(oldfd, newfd) and dup3(oldfd, newfd, flags) */
+SEC("tracepoint/syscalls/sys_enter_dup3")
+int enter_dup3(struct trace_event_raw_sys_enter *ctx)
+{
+	return dup_enter(ctx->args[0]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_fcntl")
+int enter_fcntl(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 cmd = ctx->args[1];
+	if (cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC)
+		return 0;
+	return dup_enter(ctx->args[0]);
+}
+
+/* Shared by the exits of dup, dup2, dup3 and fcntl: all return the new fd
+ * (fcntl only for F_DUPFD*, the only commands that leave a pending entry). */
+SEC("tracepoint/syscalls/sys_exit_dup3")
+int exit_dup(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__s32 *pending = bpf_map_lookup_elem(&dup_pending, &pid_tgid);
+	if (!pending)
+		return 0;
+	__s32 oldfd = *pending;
+	bpf_map_delete_elem(&dup_pending, &pid_tgid);
+	long ret = ctx->ret;
+	if (ret < 0 || ret == oldfd)
+		return 0;
+	__u32 tgid = pid_tgid >> 32;
+	struct tracked_fd *t = tracked_live(tgid, oldfd);
+	if (!t)
+		return 0;
+	struct tracked_fd copy = *t;
+	__u64 key = fd_key(tgid, ret);
+	if (bpf_map_update_elem(&tracked, &key, &copy, BPF_ANY) < 0) {
+		ward_count_drop(WARD_DROP_MAP_FULL);
+		return 0;
+	}
+	tgid_track(tgid, copy.watch_id, 1);
+	emit_fdop(pid_tgid, ret, &copy, 0, FDOP_DUP, 0, oldfd);
 	return 0;
 }

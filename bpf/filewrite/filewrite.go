@@ -108,12 +108,14 @@ type Open struct {
 	FD       int32
 	Dev      uint32 // kernel dev_t encoding (major<<20 | minor), see KernelDev
 	Ino      uint64
-	Flags    uint32 // open(2) flags as stored in the file (O_APPEND, O_TRUNC...)
+	Flags    uint32 // open(2) flags as stored in the file (O_APPEND, O_SYNC...; the kernel clears O_CREAT, O_EXCL, O_TRUNC)
 	WatchID  uint32
 	Comm     string
 	// Path is <watched dir>/<RelPath>. Empty when the watch id is unknown.
 	Path    string
 	RelPath string
+	// WatchDir is the watched directory the file is under (empty when unknown).
+	WatchDir string
 	// PathTruncated: the relative path was longer than the kernel name
 	// buffer; RelPath holds only its deepest components.
 	PathTruncated bool
@@ -152,9 +154,111 @@ type Close struct {
 	WatchID  uint32
 }
 
-func (Open) isRecord()  {}
-func (Write) isRecord() {}
-func (Close) isRecord() {}
+// PathOpKind is the syscall family of a PathOp.
+type PathOpKind uint16
+
+// Path operations.
+const (
+	OpRename   PathOpKind = 1 // rename, renameat, renameat2
+	OpTruncate PathOpKind = 2 // truncate(2) by path
+)
+
+func (k PathOpKind) String() string {
+	switch k {
+	case OpRename:
+		return "rename"
+	case OpTruncate:
+		return "truncate"
+	}
+	return fmt.Sprintf("pathop(%d)", uint16(k))
+}
+
+// PathOp is a successful rename, or truncate(2), whose destination is under a watched
+// directory, or may be (Unresolved). A rename moves an inode without a byte being written,
+// so the consumer classifies the file from its new path.
+type PathOp struct {
+	Time     time.Time
+	PID, TID uint32
+	UID, GID uint32
+	Comm     string
+	Op       PathOpKind
+	// Path is the destination, absolute and cleaned; empty when its watched directory
+	// was unwatched before the record was decoded.
+	Path string
+	// WatchID and WatchDir name the watched directory the kernel found Path under. Both
+	// are zero when Unresolved: the destination was relative with a '/' and its base
+	// directory is not watched, so only the consumer, which knows every watched path,
+	// can tell whether Path is in one.
+	WatchID    uint32
+	WatchDir   string
+	Unresolved bool
+	// OldPath is the rename's source, absolute when the kernel could name its base
+	// directory; otherwise OldName as the process passed it.
+	OldPath     string
+	RenameFlags uint32 // renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE...)
+	Length      int64  // truncate(2) length
+	// NameTruncated: a path argument filled its 512-byte buffer; PathTruncated: a
+	// directory name on the way up could not be read. Either way Path may be wrong.
+	NameTruncated bool
+	PathTruncated bool
+}
+
+// FdOpKind is what a process did with a tracked descriptor besides writing to it.
+type FdOpKind uint16
+
+// Descriptor operations.
+const (
+	// OpFtruncate is ftruncate(2) of a tracked file; Arg is the length asked for.
+	OpFtruncate FdOpKind = 1
+	// OpMmapShared is a writable MAP_SHARED mapping of a tracked file: stores through it
+	// reach the file with no syscall. Arg is the length, Prot the protection.
+	OpMmapShared FdOpKind = 2
+	// OpIOURingSetup and OpIOURingEnter are io_uring used by a process that holds tracked
+	// descriptors (FD is the ring's descriptor; Arg of enter is to_submit). What the ring
+	// moves is not seen.
+	OpIOURingSetup FdOpKind = 3
+	OpIOURingEnter FdOpKind = 4
+	// OpDup is a dup/dup2/dup3/fcntl(F_DUPFD) of a tracked descriptor: FD is the new one,
+	// now tracked too, Arg the old one.
+	OpDup FdOpKind = 5
+)
+
+func (k FdOpKind) String() string {
+	switch k {
+	case OpFtruncate:
+		return "ftruncate"
+	case OpMmapShared:
+		return "mmap_shared"
+	case OpIOURingSetup:
+		return "io_uring_setup"
+	case OpIOURingEnter:
+		return "io_uring_enter"
+	case OpDup:
+		return "dup"
+	}
+	return fmt.Sprintf("fdop(%d)", uint16(k))
+}
+
+// FdOp is an operation on a tracked descriptor that moves no user buffer the probe can
+// copy. For io_uring, Dev and Ino are zero and WatchID is the watched directory of the
+// process's most recently tracked file.
+type FdOp struct {
+	Time     time.Time
+	PID, TID uint32
+	FD       int32
+	Dev      uint32
+	Ino      uint64
+	WatchID  uint32
+	Op       FdOpKind
+	Prot     uint32
+	Arg      int64
+}
+
+func (Open) isRecord()   {}
+func (Write) isRecord()  {}
+func (Close) isRecord()  {}
+func (PathOp) isRecord() {}
+func (FdOp) isRecord()   {}
 
 // Probe is a loaded and attached file-write probe.
 type Probe struct {
@@ -170,6 +274,8 @@ type Probe struct {
 	byKey   map[filewriteWatchKey]uint32
 	byPath  map[string]filewriteWatchKey
 	idPaths map[uint32]string // kept after Unwatch for in-flight records
+	// prefixes are the path hashes in the kernel's watch_prefix map, per watch id.
+	prefixes map[uint32][]uint64
 }
 
 type hookDef struct {
@@ -198,6 +304,30 @@ var hooks = []hookDef{
 	{"copy/splice", "enter_splice", "sys_enter_splice", false},
 	{"copy/splice_exit", "exit_copy", "sys_exit_splice", false},
 	{"close/close", "enter_close", "sys_enter_close", false},
+	// Renames and truncates by path: the entry stashes the arguments, one exit program
+	// decides for all four.
+	{"rename/rename", "enter_rename", "sys_enter_rename", true}, // not on arm64
+	{"rename/rename_exit", "exit_pathop", "sys_exit_rename", true},
+	{"rename/renameat", "enter_renameat", "sys_enter_renameat", true},
+	{"rename/renameat_exit", "exit_pathop", "sys_exit_renameat", true},
+	{"rename/renameat2", "enter_renameat2", "sys_enter_renameat2", false},
+	{"rename/renameat2_exit", "exit_pathop", "sys_exit_renameat2", false},
+	{"truncate/truncate", "enter_truncate", "sys_enter_truncate", false},
+	{"truncate/truncate_exit", "exit_pathop", "sys_exit_truncate", false},
+	{"truncate/ftruncate", "enter_ftruncate", "sys_enter_ftruncate", false},
+	// Writes the probe cannot copy, flagged instead of missed.
+	{"mmap/mmap", "enter_mmap", "sys_enter_mmap", false},
+	{"io_uring/setup", "exit_io_uring_setup", "sys_exit_io_uring_setup", true}, // CONFIG_IO_URING
+	{"io_uring/enter", "enter_io_uring_enter", "sys_enter_io_uring_enter", true},
+	// Descriptor copies inherit tracking.
+	{"dup/dup", "enter_dup", "sys_enter_dup", false},
+	{"dup/dup2", "enter_dup3", "sys_enter_dup2", true}, // not on arm64
+	{"dup/dup3", "enter_dup3", "sys_enter_dup3", false},
+	{"dup/fcntl", "enter_fcntl", "sys_enter_fcntl", false},
+	{"dup/dup_exit", "exit_dup", "sys_exit_dup", false},
+	{"dup/dup2_exit", "exit_dup", "sys_exit_dup2", true},
+	{"dup/dup3_exit", "exit_dup", "sys_exit_dup3", false},
+	{"dup/fcntl_exit", "exit_dup", "sys_exit_fcntl", false},
 }
 
 // Load loads the BPF objects and attaches every hook it can. A hook that
@@ -244,11 +374,12 @@ func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 		return nil, fmt.Errorf("filewrite: %w", err)
 	}
 	p := &Probe{
-		log:     log,
-		nextID:  1,
-		byKey:   make(map[filewriteWatchKey]uint32),
-		byPath:  make(map[string]filewriteWatchKey),
-		idPaths: make(map[uint32]string),
+		log:      log,
+		nextID:   1,
+		byKey:    make(map[filewriteWatchKey]uint32),
+		byPath:   make(map[string]filewriteWatchKey),
+		idPaths:  make(map[uint32]string),
+		prefixes: make(map[uint32][]uint64),
 	}
 	for _, h := range hooks {
 		hk := kernel.Hook{Kind: "tracepoint", Program: h.prog, Group: "syscalls", Event: h.event}
@@ -306,7 +437,7 @@ func (p *Probe) Watch(dir string) (uint32, error) {
 		if known, ok := p.byKey[key]; ok {
 			p.byPath[abs] = key
 			id = known
-			return nil
+			return p.addPrefixes(l, id, abs)
 		}
 		id = p.nextID
 		if err := l.Map("watched").Update(&key, &id, ebpf.UpdateNoExist); err != nil {
@@ -317,7 +448,7 @@ func (p *Probe) Watch(dir string) (uint32, error) {
 		p.byPath[abs] = key
 		p.idPaths[id] = abs
 		p.log.Debug("watching", "dir", abs, "id", id, "dev", key.Dev, "ino", key.Ino)
-		return nil
+		return p.addPrefixes(l, id, abs)
 	})
 	if errors.Is(err, os.ErrClosed) {
 		return 0, ErrClosed
@@ -349,6 +480,12 @@ func (p *Probe) Unwatch(dir string) error {
 		if err := l.Map("watched").Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("unwatch %q: remove from kernel map: %w", abs, err)
 		}
+		for _, h := range p.prefixes[id] {
+			if err := l.Map("watch_prefix").Delete(&h); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("unwatch %q: remove path prefix: %w", abs, err)
+			}
+		}
+		delete(p.prefixes, id)
 		return untrack(l, id)
 	})
 	if errors.Is(err, os.ErrClosed) {
@@ -356,6 +493,41 @@ func (p *Probe) Unwatch(dir string) error {
 	}
 	return err
 }
+
+// addPrefixes registers the watched directory's path, as given and with symlinks
+// resolved, for the kernel's match of absolute rename destinations. Callers hold p.mu.
+func (p *Probe) addPrefixes(l *kernel.Loader, id uint32, abs string) error {
+	paths := []string{abs}
+	if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
+		paths = append(paths, real)
+	}
+	for _, path := range paths {
+		h := PathHash(path)
+		if slices.Contains(p.prefixes[id], h) {
+			continue
+		}
+		if err := l.Map("watch_prefix").Update(&h, &id, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("watch %q: add path prefix: %w", path, err)
+		}
+		p.prefixes[id] = append(p.prefixes[id], h)
+	}
+	return nil
+}
+
+// PathHash is the 64-bit FNV-1a of a cleaned absolute path, as the kernel computes it
+// over each directory prefix of an absolute rename destination.
+func PathHash(path string) uint64 {
+	h := uint64(0xcbf29ce484222325)
+	for i := 0; i < len(path); i++ {
+		h ^= uint64(path[i])
+		h *= 0x100000001b3
+	}
+	return h
+}
+
+// WatchDir returns the directory a watch id was registered for (also after Unwatch, for
+// records still in flight).
+func (p *Probe) WatchDir(id uint32) (string, bool) { return p.watchPath(id) }
 
 // untrack drops tracked descriptors of one watch id from the kernel map.
 func untrack(l *kernel.Loader, id uint32) error {
@@ -437,6 +609,22 @@ const (
 
 	pathFlagTruncated = 1 << 0
 	pathFlagUntracked = 1 << 1
+
+	evPathOp        = 4
+	evFdOp          = 5
+	pathOpHeaderLen = 72
+	pathName        = 512 // bytes of each user path argument copied
+	baseDepth       = 24  // name slots per base directory walk
+	pathOpLen       = pathOpHeaderLen + 2*pathName + 2*baseDepth*nameSlot
+	fdOpLen         = 56
+
+	pathOpBaseWatched    = 1 << 0
+	pathOpPrefix         = 1 << 1
+	pathOpUnresolved     = 1 << 2
+	pathOpNameTruncated  = 1 << 3
+	pathOpOldBaseWatched = 1 << 4
+	pathOpOldBaseRoot    = 1 << 5
+	pathOpPathTruncated  = 1 << 6
 )
 
 var le = binary.LittleEndian
@@ -476,6 +664,7 @@ func decode(b []byte, watchPath func(uint32) (string, bool), clock *kernel.Clock
 		}
 		if dir, ok := watchPath(o.WatchID); ok {
 			o.Path = filepath.Join(dir, o.RelPath)
+			o.WatchDir = dir
 		}
 		return o, nil
 	case evWrite:
@@ -515,9 +704,108 @@ func decode(b []byte, watchPath func(uint32) (string, bool), clock *kernel.Clock
 			WatchID: le.Uint32(b[28:]),
 			Ino:     le.Uint64(b[32:]),
 		}, nil
+	case evPathOp:
+		return decodePathOp(b, watchPath, clock)
+	case evFdOp:
+		if len(b) < fdOpLen {
+			return nil, fmt.Errorf("%w: fdop record is %d bytes, want %d", ErrMalformed, len(b), fdOpLen)
+		}
+		op := FdOpKind(le.Uint16(b[40:]))
+		if op < OpFtruncate || op > OpDup {
+			return nil, fmt.Errorf("%w: unknown fdop %d", ErrMalformed, op)
+		}
+		return FdOp{
+			Time:    clock.Time(le.Uint64(b[8:])),
+			PID:     le.Uint32(b[4:]),
+			TID:     le.Uint32(b[16:]),
+			FD:      int32(le.Uint32(b[20:])),
+			Dev:     le.Uint32(b[24:]),
+			WatchID: le.Uint32(b[28:]),
+			Ino:     le.Uint64(b[32:]),
+			Op:      op,
+			Prot:    le.Uint32(b[44:]),
+			Arg:     int64(le.Uint64(b[48:])),
+		}, nil
 	default:
 		return nil, fmt.Errorf("%w: unknown record type %d", ErrMalformed, typ)
 	}
+}
+
+// decodePathOp rebuilds the destination (and source) paths of a rename or truncate from
+// the names the kernel copied: the user string, and the base directory's names up to a
+// watched directory or the root.
+func decodePathOp(b []byte, watchPath func(uint32) (string, bool), clock *kernel.Clock) (Record, error) {
+	if len(b) < pathOpLen {
+		return nil, fmt.Errorf("%w: pathop record is %d bytes, want %d", ErrMalformed, len(b), pathOpLen)
+	}
+	op := PathOpKind(le.Uint16(b[32:]))
+	if op != OpRename && op != OpTruncate {
+		return nil, fmt.Errorf("%w: unknown path op %d", ErrMalformed, op)
+	}
+	flags := le.Uint16(b[34:])
+	newDepth, oldDepth := int(le.Uint16(b[36:])), int(le.Uint16(b[38:]))
+	if newDepth > baseDepth || oldDepth > baseDepth {
+		return nil, fmt.Errorf("%w: pathop base depth %d/%d over %d", ErrMalformed, newDepth, oldDepth, baseDepth)
+	}
+	newName := kernel.CString(b[pathOpHeaderLen : pathOpHeaderLen+pathName])
+	oldName := kernel.CString(b[pathOpHeaderLen+pathName : pathOpHeaderLen+2*pathName])
+	if newName == "" {
+		return nil, fmt.Errorf("%w: pathop without a destination", ErrMalformed)
+	}
+	newBase := b[pathOpHeaderLen+2*pathName:]
+	oldBase := newBase[baseDepth*nameSlot:]
+	o := PathOp{
+		Time:          clock.Time(le.Uint64(b[8:])),
+		PID:           le.Uint32(b[4:]),
+		TID:           le.Uint32(b[16:]),
+		UID:           le.Uint32(b[20:]),
+		GID:           le.Uint32(b[24:]),
+		Op:            op,
+		RenameFlags:   le.Uint32(b[44:]),
+		Length:        int64(le.Uint64(b[48:])),
+		Comm:          kernel.CString(b[56:72]),
+		NameTruncated: flags&pathOpNameTruncated != 0,
+		PathTruncated: flags&pathOpPathTruncated != 0,
+	}
+	wid := le.Uint32(b[28:])
+	switch {
+	case flags&pathOpPrefix != 0:
+		if !filepath.IsAbs(newName) {
+			return nil, fmt.Errorf("%w: prefix-matched destination %q is not absolute", ErrMalformed, newName)
+		}
+		o.Path = filepath.Clean(newName)
+		o.WatchID = wid
+	case flags&pathOpBaseWatched != 0:
+		o.WatchID = wid
+		if dir, ok := watchPath(wid); ok {
+			o.Path = filepath.Join(dir, relPath(newBase[:newDepth*nameSlot]), newName)
+		}
+	case flags&pathOpUnresolved != 0:
+		o.Unresolved = true
+		o.Path = filepath.Join("/", relPath(newBase[:newDepth*nameSlot]), newName)
+	default:
+		return nil, fmt.Errorf("%w: pathop without a resolution flag (%#x)", ErrMalformed, flags)
+	}
+	if o.WatchID != 0 {
+		o.WatchDir, _ = watchPath(o.WatchID)
+	}
+	switch {
+	case oldName == "" || filepath.IsAbs(oldName):
+		o.OldPath = filepath.Clean(oldName)
+		if oldName == "" {
+			o.OldPath = ""
+		}
+	case flags&pathOpOldBaseWatched != 0:
+		o.OldPath = oldName
+		if dir, ok := watchPath(le.Uint32(b[40:])); ok {
+			o.OldPath = filepath.Join(dir, relPath(oldBase[:oldDepth*nameSlot]), oldName)
+		}
+	case flags&pathOpOldBaseRoot != 0:
+		o.OldPath = filepath.Join("/", relPath(oldBase[:oldDepth*nameSlot]), oldName)
+	default:
+		o.OldPath = oldName
+	}
+	return o, nil
 }
 
 // relPath rebuilds "a/b/file" from the kernel's fixed 256-byte name slots,

@@ -25,6 +25,22 @@ type filewriteCloseEvent struct {
 	Ino      uint64
 }
 
+type filewriteFdopEvent struct {
+	_        structs.HostLayout
+	Type     uint32
+	Tgid     uint32
+	TsBootNs uint64
+	Tid      uint32
+	Fd       int32
+	Dev      uint32
+	WatchId  uint32
+	Ino      uint64
+	Op       uint16
+	Pad      uint16
+	Arg32    uint32
+	Arg      int64
+}
+
 type filewriteOpenEvent struct {
 	_         structs.HostLayout
 	Type      uint32
@@ -47,6 +63,49 @@ type filewriteOpenScratch struct {
 	_     structs.HostLayout
 	Hdr   filewriteOpenEvent
 	Names [33][256]int8
+}
+
+type filewritePathopArgs struct {
+	_       structs.HostLayout
+	OldName uint64
+	NewName uint64
+	OldDfd  int32
+	NewDfd  int32
+	Flags   uint32
+	Op      uint16
+	Pad     uint16
+	Length  int64
+}
+
+type filewritePathopEvent struct {
+	_           structs.HostLayout
+	Type        uint32
+	Tgid        uint32
+	TsBootNs    uint64
+	Tid         uint32
+	Uid         uint32
+	Gid         uint32
+	WatchId     uint32
+	Op          uint16
+	Flags       uint16
+	NewDepth    uint16
+	OldDepth    uint16
+	OldWatchId  uint32
+	RenameFlags uint32
+	Length      int64
+	Comm        [16]int8
+	NewName     [512]int8
+	OldName     [512]int8
+	NewBase     [24][256]int8
+	OldBase     [24][256]int8
+}
+
+type filewriteTgidState struct {
+	_               structs.HostLayout
+	Tracked         int64
+	UringReportedNs uint64
+	WatchId         uint32
+	Pad             uint32
 }
 
 type filewriteTrackedFd struct {
@@ -93,26 +152,46 @@ type filewriteWriteScratch struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	filewriteMapCopyPending         = "copy_pending"
+	filewriteMapDupPending          = "dup_pending"
 	filewriteMapEvents              = "events"
 	filewriteMapOpenScratch         = "open_scratch"
+	filewriteMapPathopPending       = "pathop_pending"
+	filewriteMapPathopScratch       = "pathop_scratch"
+	filewriteMapTgidTargets         = "tgid_targets"
 	filewriteMapTracked             = "tracked"
 	filewriteMapWardDrops           = "ward_drops"
+	filewriteMapWatchPrefix         = "watch_prefix"
 	filewriteMapWatched             = "watched"
 	filewriteMapWriteScratch        = "write_scratch"
 	filewriteProgEnterClose         = "enter_close"
 	filewriteProgEnterCopyFileRange = "enter_copy_file_range"
+	filewriteProgEnterDup           = "enter_dup"
+	filewriteProgEnterDup3          = "enter_dup3"
+	filewriteProgEnterFcntl         = "enter_fcntl"
+	filewriteProgEnterFtruncate     = "enter_ftruncate"
+	filewriteProgEnterIoUringEnter  = "enter_io_uring_enter"
+	filewriteProgEnterMmap          = "enter_mmap"
 	filewriteProgEnterPwrite64      = "enter_pwrite64"
 	filewriteProgEnterPwritev       = "enter_pwritev"
 	filewriteProgEnterPwritev2      = "enter_pwritev2"
+	filewriteProgEnterRename        = "enter_rename"
+	filewriteProgEnterRenameat      = "enter_renameat"
+	filewriteProgEnterRenameat2     = "enter_renameat2"
 	filewriteProgEnterSendfile64    = "enter_sendfile64"
 	filewriteProgEnterSplice        = "enter_splice"
+	filewriteProgEnterTruncate      = "enter_truncate"
 	filewriteProgEnterWrite         = "enter_write"
 	filewriteProgEnterWritev        = "enter_writev"
 	filewriteProgExitCopy           = "exit_copy"
+	filewriteProgExitDup            = "exit_dup"
+	filewriteProgExitIoUringSetup   = "exit_io_uring_setup"
 	filewriteProgExitOpen           = "exit_open"
+	filewriteProgExitPathop         = "exit_pathop"
 	filewriteVarMaxCapture          = "max_capture"
 	filewriteVarUnusedCloseEvent    = "unused_close_event"
+	filewriteVarUnusedFdopEvent     = "unused_fdop_event"
 	filewriteVarUnusedOpenEvent     = "unused_open_event"
+	filewriteVarUnusedPathopEvent   = "unused_pathop_event"
 	filewriteVarUnusedWriteEvent    = "unused_write_event"
 	filewriteVarWardIgnoreTgid      = "ward_ignore_tgid"
 )
@@ -161,39 +240,59 @@ type filewriteSpecs struct {
 type filewriteProgramSpecs struct {
 	EnterClose         *ebpf.ProgramSpec `ebpf:"enter_close"`
 	EnterCopyFileRange *ebpf.ProgramSpec `ebpf:"enter_copy_file_range"`
+	EnterDup           *ebpf.ProgramSpec `ebpf:"enter_dup"`
+	EnterDup3          *ebpf.ProgramSpec `ebpf:"enter_dup3"`
+	EnterFcntl         *ebpf.ProgramSpec `ebpf:"enter_fcntl"`
+	EnterFtruncate     *ebpf.ProgramSpec `ebpf:"enter_ftruncate"`
+	EnterIoUringEnter  *ebpf.ProgramSpec `ebpf:"enter_io_uring_enter"`
+	EnterMmap          *ebpf.ProgramSpec `ebpf:"enter_mmap"`
 	EnterPwrite64      *ebpf.ProgramSpec `ebpf:"enter_pwrite64"`
 	EnterPwritev       *ebpf.ProgramSpec `ebpf:"enter_pwritev"`
 	EnterPwritev2      *ebpf.ProgramSpec `ebpf:"enter_pwritev2"`
+	EnterRename        *ebpf.ProgramSpec `ebpf:"enter_rename"`
+	EnterRenameat      *ebpf.ProgramSpec `ebpf:"enter_renameat"`
+	EnterRenameat2     *ebpf.ProgramSpec `ebpf:"enter_renameat2"`
 	EnterSendfile64    *ebpf.ProgramSpec `ebpf:"enter_sendfile64"`
 	EnterSplice        *ebpf.ProgramSpec `ebpf:"enter_splice"`
+	EnterTruncate      *ebpf.ProgramSpec `ebpf:"enter_truncate"`
 	EnterWrite         *ebpf.ProgramSpec `ebpf:"enter_write"`
 	EnterWritev        *ebpf.ProgramSpec `ebpf:"enter_writev"`
 	ExitCopy           *ebpf.ProgramSpec `ebpf:"exit_copy"`
+	ExitDup            *ebpf.ProgramSpec `ebpf:"exit_dup"`
+	ExitIoUringSetup   *ebpf.ProgramSpec `ebpf:"exit_io_uring_setup"`
 	ExitOpen           *ebpf.ProgramSpec `ebpf:"exit_open"`
+	ExitPathop         *ebpf.ProgramSpec `ebpf:"exit_pathop"`
 }
 
 // filewriteMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type filewriteMapSpecs struct {
-	CopyPending  *ebpf.MapSpec `ebpf:"copy_pending"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	OpenScratch  *ebpf.MapSpec `ebpf:"open_scratch"`
-	Tracked      *ebpf.MapSpec `ebpf:"tracked"`
-	WardDrops    *ebpf.MapSpec `ebpf:"ward_drops"`
-	Watched      *ebpf.MapSpec `ebpf:"watched"`
-	WriteScratch *ebpf.MapSpec `ebpf:"write_scratch"`
+	CopyPending   *ebpf.MapSpec `ebpf:"copy_pending"`
+	DupPending    *ebpf.MapSpec `ebpf:"dup_pending"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	OpenScratch   *ebpf.MapSpec `ebpf:"open_scratch"`
+	PathopPending *ebpf.MapSpec `ebpf:"pathop_pending"`
+	PathopScratch *ebpf.MapSpec `ebpf:"pathop_scratch"`
+	TgidTargets   *ebpf.MapSpec `ebpf:"tgid_targets"`
+	Tracked       *ebpf.MapSpec `ebpf:"tracked"`
+	WardDrops     *ebpf.MapSpec `ebpf:"ward_drops"`
+	WatchPrefix   *ebpf.MapSpec `ebpf:"watch_prefix"`
+	Watched       *ebpf.MapSpec `ebpf:"watched"`
+	WriteScratch  *ebpf.MapSpec `ebpf:"write_scratch"`
 }
 
 // filewriteVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type filewriteVariableSpecs struct {
-	MaxCapture       *ebpf.VariableSpec `ebpf:"max_capture"`
-	UnusedCloseEvent *ebpf.VariableSpec `ebpf:"unused_close_event"`
-	UnusedOpenEvent  *ebpf.VariableSpec `ebpf:"unused_open_event"`
-	UnusedWriteEvent *ebpf.VariableSpec `ebpf:"unused_write_event"`
-	WardIgnoreTgid   *ebpf.VariableSpec `ebpf:"ward_ignore_tgid"`
+	MaxCapture        *ebpf.VariableSpec `ebpf:"max_capture"`
+	UnusedCloseEvent  *ebpf.VariableSpec `ebpf:"unused_close_event"`
+	UnusedFdopEvent   *ebpf.VariableSpec `ebpf:"unused_fdop_event"`
+	UnusedOpenEvent   *ebpf.VariableSpec `ebpf:"unused_open_event"`
+	UnusedPathopEvent *ebpf.VariableSpec `ebpf:"unused_pathop_event"`
+	UnusedWriteEvent  *ebpf.VariableSpec `ebpf:"unused_write_event"`
+	WardIgnoreTgid    *ebpf.VariableSpec `ebpf:"ward_ignore_tgid"`
 }
 
 // filewriteObjects contains all objects after they have been loaded into the kernel.
@@ -216,22 +315,32 @@ func (o *filewriteObjects) Close() error {
 //
 // It can be passed to loadFilewriteObjects or ebpf.CollectionSpec.LoadAndAssign.
 type filewriteMaps struct {
-	CopyPending  *ebpf.Map `ebpf:"copy_pending"`
-	Events       *ebpf.Map `ebpf:"events"`
-	OpenScratch  *ebpf.Map `ebpf:"open_scratch"`
-	Tracked      *ebpf.Map `ebpf:"tracked"`
-	WardDrops    *ebpf.Map `ebpf:"ward_drops"`
-	Watched      *ebpf.Map `ebpf:"watched"`
-	WriteScratch *ebpf.Map `ebpf:"write_scratch"`
+	CopyPending   *ebpf.Map `ebpf:"copy_pending"`
+	DupPending    *ebpf.Map `ebpf:"dup_pending"`
+	Events        *ebpf.Map `ebpf:"events"`
+	OpenScratch   *ebpf.Map `ebpf:"open_scratch"`
+	PathopPending *ebpf.Map `ebpf:"pathop_pending"`
+	PathopScratch *ebpf.Map `ebpf:"pathop_scratch"`
+	TgidTargets   *ebpf.Map `ebpf:"tgid_targets"`
+	Tracked       *ebpf.Map `ebpf:"tracked"`
+	WardDrops     *ebpf.Map `ebpf:"ward_drops"`
+	WatchPrefix   *ebpf.Map `ebpf:"watch_prefix"`
+	Watched       *ebpf.Map `ebpf:"watched"`
+	WriteScratch  *ebpf.Map `ebpf:"write_scratch"`
 }
 
 func (m *filewriteMaps) Close() error {
 	return _FilewriteClose(
 		m.CopyPending,
+		m.DupPending,
 		m.Events,
 		m.OpenScratch,
+		m.PathopPending,
+		m.PathopScratch,
+		m.TgidTargets,
 		m.Tracked,
 		m.WardDrops,
+		m.WatchPrefix,
 		m.Watched,
 		m.WriteScratch,
 	)
@@ -241,11 +350,13 @@ func (m *filewriteMaps) Close() error {
 //
 // It can be passed to loadFilewriteObjects or ebpf.CollectionSpec.LoadAndAssign.
 type filewriteVariables struct {
-	MaxCapture       *ebpf.Variable `ebpf:"max_capture"`
-	UnusedCloseEvent *ebpf.Variable `ebpf:"unused_close_event"`
-	UnusedOpenEvent  *ebpf.Variable `ebpf:"unused_open_event"`
-	UnusedWriteEvent *ebpf.Variable `ebpf:"unused_write_event"`
-	WardIgnoreTgid   *ebpf.Variable `ebpf:"ward_ignore_tgid"`
+	MaxCapture        *ebpf.Variable `ebpf:"max_capture"`
+	UnusedCloseEvent  *ebpf.Variable `ebpf:"unused_close_event"`
+	UnusedFdopEvent   *ebpf.Variable `ebpf:"unused_fdop_event"`
+	UnusedOpenEvent   *ebpf.Variable `ebpf:"unused_open_event"`
+	UnusedPathopEvent *ebpf.Variable `ebpf:"unused_pathop_event"`
+	UnusedWriteEvent  *ebpf.Variable `ebpf:"unused_write_event"`
+	WardIgnoreTgid    *ebpf.Variable `ebpf:"ward_ignore_tgid"`
 }
 
 // filewritePrograms contains all programs after they have been loaded into the kernel.
@@ -254,30 +365,56 @@ type filewriteVariables struct {
 type filewritePrograms struct {
 	EnterClose         *ebpf.Program `ebpf:"enter_close"`
 	EnterCopyFileRange *ebpf.Program `ebpf:"enter_copy_file_range"`
+	EnterDup           *ebpf.Program `ebpf:"enter_dup"`
+	EnterDup3          *ebpf.Program `ebpf:"enter_dup3"`
+	EnterFcntl         *ebpf.Program `ebpf:"enter_fcntl"`
+	EnterFtruncate     *ebpf.Program `ebpf:"enter_ftruncate"`
+	EnterIoUringEnter  *ebpf.Program `ebpf:"enter_io_uring_enter"`
+	EnterMmap          *ebpf.Program `ebpf:"enter_mmap"`
 	EnterPwrite64      *ebpf.Program `ebpf:"enter_pwrite64"`
 	EnterPwritev       *ebpf.Program `ebpf:"enter_pwritev"`
 	EnterPwritev2      *ebpf.Program `ebpf:"enter_pwritev2"`
+	EnterRename        *ebpf.Program `ebpf:"enter_rename"`
+	EnterRenameat      *ebpf.Program `ebpf:"enter_renameat"`
+	EnterRenameat2     *ebpf.Program `ebpf:"enter_renameat2"`
 	EnterSendfile64    *ebpf.Program `ebpf:"enter_sendfile64"`
 	EnterSplice        *ebpf.Program `ebpf:"enter_splice"`
+	EnterTruncate      *ebpf.Program `ebpf:"enter_truncate"`
 	EnterWrite         *ebpf.Program `ebpf:"enter_write"`
 	EnterWritev        *ebpf.Program `ebpf:"enter_writev"`
 	ExitCopy           *ebpf.Program `ebpf:"exit_copy"`
+	ExitDup            *ebpf.Program `ebpf:"exit_dup"`
+	ExitIoUringSetup   *ebpf.Program `ebpf:"exit_io_uring_setup"`
 	ExitOpen           *ebpf.Program `ebpf:"exit_open"`
+	ExitPathop         *ebpf.Program `ebpf:"exit_pathop"`
 }
 
 func (p *filewritePrograms) Close() error {
 	return _FilewriteClose(
 		p.EnterClose,
 		p.EnterCopyFileRange,
+		p.EnterDup,
+		p.EnterDup3,
+		p.EnterFcntl,
+		p.EnterFtruncate,
+		p.EnterIoUringEnter,
+		p.EnterMmap,
 		p.EnterPwrite64,
 		p.EnterPwritev,
 		p.EnterPwritev2,
+		p.EnterRename,
+		p.EnterRenameat,
+		p.EnterRenameat2,
 		p.EnterSendfile64,
 		p.EnterSplice,
+		p.EnterTruncate,
 		p.EnterWrite,
 		p.EnterWritev,
 		p.ExitCopy,
+		p.ExitDup,
+		p.ExitIoUringSetup,
 		p.ExitOpen,
+		p.ExitPathop,
 	)
 }
 

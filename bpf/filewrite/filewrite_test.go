@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -36,6 +37,9 @@ func TestMain(m *testing.M) {
 
 // helper runs one write pattern against args[0].
 func helper(op string, args []string) error {
+	if ok, err := egressHelper(op, args); ok {
+		return err
+	}
 	f, err := os.OpenFile(args[0], os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
@@ -311,8 +315,13 @@ func FuzzDecode(f *testing.F) {
 		if err != nil && !errors.Is(err, ErrMalformed) {
 			t.Fatalf("unexpected error kind: %v", err)
 		}
-		if o, ok := r.(Open); ok && (strings.Contains(o.RelPath, "..") || strings.HasPrefix(o.RelPath, "/")) {
+		if o, ok := r.(Open); ok && (slices.Contains(strings.Split(o.RelPath, "/"), "..") || strings.HasPrefix(o.RelPath, "/")) {
 			t.Fatalf("path escapes the watched dir: %q", o.RelPath)
+		}
+		// A rename's destination may name any path (user space checks it against the
+		// targets), but always an absolute, clean one.
+		if o, ok := r.(PathOp); ok && o.Path != "" && (!filepath.IsAbs(o.Path) || filepath.Clean(o.Path) != o.Path) {
+			t.Fatalf("rename destination %q is not absolute and clean", o.Path)
 		}
 	})
 }
@@ -380,7 +389,7 @@ func pidOf(r Record) uint32 {
 	case Close:
 		return r.PID
 	}
-	return 0
+	return pidOfOp(r)
 }
 
 // records collects pid's records up to and including its Close.

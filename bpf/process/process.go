@@ -174,6 +174,9 @@ func (p *Probe) Drops() (map[string]uint64, error) {
 	return d, err
 }
 
+// RingFill reports the bytes waiting in the ring buffer and its size.
+func (p *Probe) RingFill() (used, size int) { return p.ring.Fill() }
+
 // Close detaches the probes and unblocks Next.
 func (p *Probe) Close() error { return p.ring.Close() }
 
