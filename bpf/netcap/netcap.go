@@ -309,7 +309,7 @@ func (p *Probe) attachTCX() bool {
 	hook := "tcx/{egress,ingress} on every interface"
 	if fd >= 0 {
 		p.nlFD, p.nlDone = fd, make(chan struct{})
-		go p.followLinks()
+		go p.followLinks(fd)
 		hook += " (following new ones)"
 	}
 	p.status = append(p.status, Status{Name: "capture/tcx", Hook: hook, Attached: true})
@@ -405,7 +405,10 @@ func linkEvents() (int, error) {
 }
 
 // followLinks attaches to interfaces as they appear and drops the links of removed ones.
-func (p *Probe) followLinks() {
+// It gets the netlink descriptor as an argument because closeLinks resets p.nlFD under
+// the lock while this loop is still receiving; the descriptor is closed only after the
+// loop has returned.
+func (p *Probe) followLinks(fd int) {
 	defer close(p.nlDone)
 	buf := make([]byte, 64<<10)
 	for {
@@ -415,7 +418,7 @@ func (p *Probe) followLinks() {
 		if closed {
 			return
 		}
-		n, _, err := unix.Recvfrom(p.nlFD, buf, 0)
+		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
 			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 				continue
