@@ -237,11 +237,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Info("collector stopping", "cause", context.Cause(ctx))
 	case err := <-grpcErr:
 		runErr = fmt.Errorf("collector: agent listener: %w", err)
+	// The admin and console servers also return (with nil) when ctx ends, and select may
+	// pick their channel before ctx.Done: only an error is a failure.
 	case err := <-adminErr:
-		runErr = fmt.Errorf("collector: %w", err)
+		if err != nil {
+			runErr = fmt.Errorf("collector: %w", err)
+		}
 		adminErr <- nil // let the shutdown below collect a result
 	case err := <-consoleErr:
-		runErr = fmt.Errorf("collector: %w", err)
+		if err != nil {
+			runErr = fmt.Errorf("collector: %w", err)
+		}
 	}
 	cancel()
 	gracefulStop(grpcSrv, cfg.ShutdownTimeout, log)
