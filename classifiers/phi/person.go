@@ -65,6 +65,12 @@ func (d *DOB) Detect(s *engine.Scan, r *engine.Reporter) {
 			continue
 		}
 		nextLabel(run.Start)
+		// Both forms start with a year of 1900..2099 (dateAround, compactDate): SSN
+		// serials, phone line numbers and lab values are dropped before the keyword
+		// question, which costs more than these two bytes.
+		if c0, c1 := b[run.Start], b[run.Start+1]; !(c0 == '1' && c1 == '9' || c0 == '2' && c1 == '0') {
+			continue
+		}
 		// A date containing this run starts at most dateLead bytes before it, so a birth
 		// keyword must be before that: most dates in notes (visits, orders) have none and
 		// are not parsed at all.
