@@ -280,7 +280,8 @@ func (a *agent) count(name string, n uint64) {
 	a.mu.Unlock()
 }
 
-// readProcesses keeps the process table current and forwards exits to reassembly.
+// readProcesses keeps the process table current (forks insert children that inherit their
+// parent's program until they exec) and forwards exits to reassembly.
 func (a *agent) readProcesses(ctx context.Context, exits chan<- uint32) error {
 	for {
 		r, err := a.execs.Next()
@@ -309,6 +310,14 @@ func (a *agent) readProcesses(ctx context.Context, exits chan<- uint32) error {
 			if a.cfg.Telemetry.ProcessEvents {
 				stored, _ := a.procs.Lookup(ctx, r.PID)
 				a.append(a.build.Exec(stored, r.Time))
+			}
+		case process.Fork:
+			child := a.procs.Fork(ctx, proc.Fork{PID: r.PID, ParentTGID: r.ParentTGID, UID: r.UID, GID: r.GID,
+				CgroupID: r.CgroupID, Start: r.StartTime, At: r.Time})
+			a.countProbeEvent("process")
+			a.lineageExec(r.PID, r.ParentTGID, child.Start) // a child forked after a tainted read carries it
+			if a.cfg.Telemetry.ProcessForks {
+				a.append(a.build.Fork(child, r.Time))
 			}
 		case process.Exit:
 			a.procs.Exit(r.PID, r.Time)
@@ -630,6 +639,9 @@ func (a *agent) health() *wardv1.Health {
 	_, misses, evicted := a.procs.Stats()
 	h.Drops["proc.lookup_misses"] = misses
 	h.Drops["proc.evicted"] = evicted
+	forks, orphans := a.procs.ForkStats()
+	h.Drops["proc.forks"] = forks
+	h.Drops["proc.fork_parent_unknown"] = orphans
 	es := a.engine.Stats()
 	h.Drops["classify.detector_panics"] = es.DetectorPanics
 	h.Drops["classify.hits_dropped"] = es.HitsDropped

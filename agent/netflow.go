@@ -196,6 +196,9 @@ func (a *agent) trackFlows(ctx context.Context, in <-chan netflow.Record, caps <
 			now := time.Now()
 			emit(context.Background(), tr.Flush(now), now)
 			flushPending(context.Background(), now, true)
+			if join != nil {
+				join.Flush() // classify the plaintext samples still open
+			}
 			publish()
 			return nil
 		case r := <-in:
@@ -276,7 +279,11 @@ func (a *agent) newJoiner() (*netcap.Joiner, error) {
 			pol = p
 		}
 	}
-	j, err := netcap.New(netcap.Config{Catalog: cat, Policy: pol, Log: a.log, MaxSockets: a.cfg.Network.MaxFlows})
+	jc := netcap.Config{Catalog: cat, Policy: pol, Log: a.log, MaxSockets: a.cfg.Network.MaxFlows}
+	if a.cfg.Network.Capture.SamplePlaintext {
+		jc.Plaintext = a.plainSampling()
+	}
+	j, err := netcap.New(jc)
 	if err != nil {
 		return nil, err
 	}
@@ -392,6 +399,10 @@ func (a *agent) flowHealth(addStatus func(prefix, name, hook string, attached bo
 		drops["traffic.tls_errors"] = js.Analyzer.TLSErrors
 		drops["traffic.flows_evicted"] = js.Analyzer.FlowsEvicted
 		drops["traffic.detections"] = js.Detections
+		drops["plainsample.sessions"] = js.Plaintext.Sessions
+		drops["plainsample.bytes"] = js.Plaintext.Bytes
+		drops["plainsample.gaps"] = js.Plaintext.Gaps
+		drops["plainsample.tls_skipped"] = js.Plaintext.Encrypted
 	}
 	drops["enforce.errors"] = nv.enf.Errors
 	drops["enforce.deny_entries"] = uint64(nv.enf.Static + nv.enf.Resolved)

@@ -120,6 +120,10 @@ type NetCapture struct {
 	DNSPerSecond uint32 `yaml:"dns_per_second"`
 	// Hook is auto (cgroup_skb, else tcx), cgroup or tcx.
 	Hook string `yaml:"hook"`
+	// SamplePlaintext classifies the captured payload of outbound TCP flows that are not
+	// TLS (HTTP, raw uploads) with the content classifiers, as TLS plaintext is. Only what
+	// the packet and byte bounds above captured is seen, so findings are samples.
+	SamplePlaintext bool `yaml:"sample_plaintext"`
 }
 
 // TLSPlaintext configures TLS plaintext inspection: uprobes on OpenSSL, GnuTLS, NSS and Go
@@ -201,7 +205,12 @@ type Spool struct {
 // Telemetry selects routine events to ship besides findings and health.
 type Telemetry struct {
 	ProcessEvents bool `yaml:"process_events"`
-	FileActivity  bool `yaml:"file_activity"`
+	// ProcessForks also ships a ProcessEvent for every fork that creates a process. Off by
+	// default even when process_events is on: forks outnumber execs (shells, build tools,
+	// forking servers) and the child's program is already known from its parent and its
+	// exec; the table uses forks for attribution and Health counts them either way.
+	ProcessForks bool `yaml:"process_forks"`
+	FileActivity bool `yaml:"file_activity"`
 	// MetricsAddr serves Prometheus metrics at http://MetricsAddr/metrics when set; it must
 	// be a loopback address (e.g. 127.0.0.1:9464). Empty (the default): no listener.
 	MetricsAddr string `yaml:"metrics_addr"`
@@ -230,7 +239,8 @@ func Default() Config {
 		Network: Network{Enabled: true, FlowIdleTimeout: 2 * time.Minute, MaxFlows: 65536,
 			TLSPlaintext: TLSPlaintext{Enabled: true, MaxCaptureBytes: 64 << 10, MaxSessionBytes: 8 << 20,
 				MaxSessions: 256, IdleFlush: 2 * time.Second},
-			Capture: NetCapture{Enabled: true, Packets: 10, Bytes: 8192, Snap: 2048, DNSPerSecond: 2000, Hook: "auto"}},
+			Capture: NetCapture{Enabled: true, Packets: 10, Bytes: 8192, Snap: 2048, DNSPerSecond: 2000, Hook: "auto",
+				SamplePlaintext: true}},
 		Targets: Targets{Discover: true, Rescan: 30 * time.Second},
 	}
 }

@@ -67,7 +67,7 @@ func Process(p proc.Info) *wardv1.Process {
 	out := &wardv1.Process{
 		Pid: p.PID, Ppid: p.PPID, Uid: p.UID, Gid: p.GID, User: p.User,
 		Exe: p.Exe, Args: p.Args, Comm: p.Comm, CgroupId: p.CgroupID,
-		ParentExe: p.ParentExe, Truncated: p.Truncated,
+		ParentExe: p.ParentExe, Truncated: p.Truncated, ContainerId: p.ContainerID,
 	}
 	if !p.Start.IsZero() {
 		out.StartTime = timestamppb.New(p.Start)
@@ -79,6 +79,14 @@ func Process(p proc.Info) *wardv1.Process {
 func (b *Builder) Exec(p proc.Info, at time.Time) *wardv1.Event {
 	ev := b.envelope(at)
 	ev.Payload = &wardv1.Event_Process{Process: &wardv1.ProcessEvent{Kind: wardv1.ProcessEvent_KIND_EXEC, Process: Process(p)}}
+	return ev
+}
+
+// Fork is a new process forked by p.PPID; p is the child as the table holds it, running its
+// parent's program until it execs.
+func (b *Builder) Fork(p proc.Info, at time.Time) *wardv1.Event {
+	ev := b.envelope(at)
+	ev.Payload = &wardv1.Event_Process{Process: &wardv1.ProcessEvent{Kind: wardv1.ProcessEvent_KIND_FORK, Process: Process(p)}}
 	return ev
 }
 

@@ -138,3 +138,18 @@ func TestNetworkFlow(t *testing.T) {
 		t.Errorf("denied flow = %v", nf)
 	}
 }
+
+func TestForkAndContainerID(t *testing.T) {
+	b := NewBuilder("agent-1", &wardv1.Host{})
+	at := time.Unix(1_800_000_000, 0)
+	const cid = "8e8f6ba8f1f3c0e0b3ad2d8b7e0c4bd6a0d8d1b70e4ce7a1fd5c5e4b0f5f9d21"
+	child := proc.Info{PID: 43, PPID: 42, Exe: "/usr/bin/bash", ParentExe: "/usr/bin/bash", ContainerID: cid, Start: at}
+	pe := b.Fork(child, at).GetProcess()
+	if pe.GetKind() != wardv1.ProcessEvent_KIND_FORK || pe.GetProcess().GetPid() != 43 || pe.GetProcess().GetPpid() != 42 ||
+		pe.GetProcess().GetExe() != "/usr/bin/bash" || pe.GetProcess().GetContainerId() != cid {
+		t.Fatalf("fork event %v", pe)
+	}
+	if got := b.Exec(child, at).GetProcess().GetProcess().GetContainerId(); got != cid {
+		t.Fatalf("exec event container id %q", got)
+	}
+}

@@ -9,8 +9,8 @@ import (
 	"github.com/ward-dlp/ward/policy"
 )
 
-// TLSFinding reports a decision on the plaintext of one TLS connection: the target is the
-// network destination. sni is the server name the client addressed (empty if unknown).
+// TLSFinding reports a decision on the plaintext of one TLS connection, or on the captured
+// payload of a plaintext TCP flow (Library 0): the target is the network destination. sni is the server name the client addressed (empty if unknown).
 func (b *Builder) TLSFinding(s tlsplain.Done, p proc.Info, known bool, sni string, d policy.Decision, out Outcome) (*wardv1.Event, error) {
 	if len(s.Matches) == 0 && d.RuleID == "" {
 		return nil, fmt.Errorf("TLS finding for pid %d without matches or a deciding rule", s.PID)
@@ -19,8 +19,11 @@ func (b *Builder) TLSFinding(s tlsplain.Done, p proc.Info, known bool, sni strin
 	if !known {
 		pr = &wardv1.Process{Pid: s.PID, Uid: s.UID, Gid: s.GID, Comm: s.Comm}
 	}
-	nt := &wardv1.NetworkTarget{Transport: "tcp", Sni: sni, TlsLibrary: s.Library.String(),
+	nt := &wardv1.NetworkTarget{Transport: "tcp", Sni: sni,
 		Direction: wardv1.NetworkTarget_DIRECTION_SEND, BytesInspected: uint64(s.Inspected)}
+	if s.Library != 0 { // 0: plaintext sampled from captured packets, no TLS library
+		nt.TlsLibrary = s.Library.String()
+	}
 	if s.Recv {
 		nt.Direction = wardv1.NetworkTarget_DIRECTION_RECEIVE
 	}

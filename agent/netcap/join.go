@@ -10,6 +10,7 @@ package netcap
 
 import (
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -29,6 +30,9 @@ type Config struct {
 	// MaxSockets bounds the per-socket state (process, 5-tuples, finished records, pending
 	// detections); past it the oldest half is forgotten. Default 65536.
 	MaxSockets int
+	// Plaintext, when set, samples the captured payload of outbound TCP flows that are not
+	// TLS through the content classifiers (see plain.go).
+	Plaintext *PlainConfig
 }
 
 // Annotation is what the analyzer learned about one flow.
@@ -45,6 +49,7 @@ type Stats struct {
 	Joined       uint64 // flows annotated from the analyzer
 	NotJoined    uint64 // finished flows the analyzer had no record of
 	Detections   uint64
+	Plaintext    PlainStats
 	Analyzer     traffic.Stats
 	SocketsKnown int
 }
@@ -69,6 +74,7 @@ type Joiner struct {
 	done  gens[flowKey, traffic.FlowRecord]
 	dets  gens[flowKey, []traffic.Detection]
 	stats Stats
+	plain *plainSampler
 	// Detections is called for every detection as the analyzer raises it (after it is
 	// queued for the flow's event); nil is fine.
 	OnDetection func(traffic.Detection)
@@ -97,6 +103,18 @@ func New(cfg Config) (*Joiner, error) {
 		return nil, err
 	}
 	j.an = an
+	if cfg.Plaintext != nil {
+		if cfg.Plaintext.Engine == nil {
+			return nil, errors.New("netcap: plaintext sampling needs a classification engine")
+		}
+		j.plain = newPlainSampler(*cfg.Plaintext, cfg.MaxSockets)
+		j.plain.proc = func(cookie uint64) (uint32, uint32, string) {
+			if p, ok := j.procs.get(cookie); ok {
+				return uint32(p.PID), uint32(p.UID), p.Comm
+			}
+			return 0, 0, ""
+		}
+	}
 	return j, nil
 }
 
@@ -178,6 +196,11 @@ func (j *Joiner) Packet(p capprobe.Packet) Seen {
 		}
 	}
 	j.an.PacketFrom(p.Time, 101 /* LINKTYPE_RAW: the capture starts at the IP header */, p.Data, proc)
+	if j.plain != nil && p.Dir == capprobe.Egress && p.Cookie != 0 && s.Proto == 6 && !p.DNS {
+		if l4, n, ok := tcpSegment(p.Data, p.Len); ok {
+			j.plain.segment(p, s.Local, s.Remote, l4, n)
+		}
+	}
 	if s.Proto == 17 && s.Remote.Port() == 53 && p.Dir == capprobe.Ingress || s.Proto == 17 && s.Local.Port() == 53 && p.Dir == capprobe.Egress {
 		// A DNS response: from a resolver to us, or from a local resolver's socket.
 		if m, err := traffic.ParseDNS(payload); m != nil && m.Response && (err == nil || len(m.Answers) > 0) {
@@ -270,20 +293,39 @@ func (j *Joiner) Annotate(f flows.Flow, final bool) (Annotation, bool) {
 		j.dets.del(k)
 		j.local.del(tk)
 		if f.Proto == netflow.TCP {
+			if j.plain != nil {
+				j.plain.closed(f.Cookie) // before the socket's owner is forgotten
+			}
 			j.procs.del(f.Cookie)
 		}
 	}
 	return Annotation{Record: rec, Detections: dets}, true
 }
 
-// Tick advances the analyzer's clock so idle flows expire without packets.
-func (j *Joiner) Tick(now time.Time) { j.an.Advance(now) }
+// Tick advances the analyzer's clock so idle flows expire without packets, and reports
+// plaintext samples that went quiet.
+func (j *Joiner) Tick(now time.Time) {
+	j.an.Advance(now)
+	if j.plain != nil {
+		j.plain.tick(now)
+	}
+}
+
+// Flush reports every open plaintext sample (at stop).
+func (j *Joiner) Flush() {
+	if j.plain != nil {
+		j.plain.flush()
+	}
+}
 
 // Stats returns the counters.
 func (j *Joiner) Stats() Stats {
 	s := j.stats
 	s.Analyzer = j.an.Stats()
 	s.SocketsKnown = j.procs.len()
+	if j.plain != nil {
+		s.Plaintext = j.plain.stats
+	}
 	return s
 }
 

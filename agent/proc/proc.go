@@ -1,13 +1,16 @@
 // Package proc keeps the agent's view of running processes: seeded from /proc at start,
-// kept current by exec and exit records from the kernel, and used to attribute every file
+// kept current by fork, exec and exit records from the kernel, and used to attribute every file
 // and network event to a process and a user.
 package proc
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -25,8 +28,11 @@ type Info struct {
 	Comm      string
 	Start     time.Time
 	CgroupID  uint64
-	ParentExe string
-	Truncated bool
+	// ContainerID is the docker/containerd/CRI-O/podman container id from the cgroup path,
+	// empty on the host.
+	ContainerID string
+	ParentExe   string
+	Truncated   bool
 	// Exited is when the exit record arrived; zero while the process runs.
 	Exited time.Time
 }
@@ -43,6 +49,8 @@ type Config struct {
 	// is neither in the table nor in /proc any more: a short-lived process (cp) can finish
 	// before its exec record is read, since that travels in another ring buffer.
 	ExecWait time.Duration
+	// ProcRoot is where /proc is mounted; tests point it at a fixture tree.
+	ProcRoot string
 }
 
 // Table is the process table. It is safe for concurrent use.
@@ -59,6 +67,13 @@ type Table struct {
 	misses uint64
 	// evicted counts entries dropped to stay within MaxEntries.
 	evicted uint64
+	// forks counts fork records applied; forkOrphans those whose parent was unknown.
+	forks, forkOrphans uint64
+
+	// containers caches cgroup v2 id → container id: a short-lived process can be gone from
+	// /proc before its exec record is read, but its container's cgroup was seen before.
+	cmu        sync.Mutex
+	containers map[uint64]string
 }
 
 // New returns an empty table.
@@ -72,7 +87,11 @@ func New(cfg Config, users *Users, log *slog.Logger) *Table {
 	if cfg.ExecWait <= 0 {
 		cfg.ExecWait = 250 * time.Millisecond
 	}
-	return &Table{cfg: cfg, log: log, users: users, procs: make(map[uint32]*Info), execd: make(chan struct{})}
+	if cfg.ProcRoot == "" {
+		cfg.ProcRoot = "/proc"
+	}
+	return &Table{cfg: cfg, log: log, users: users, procs: make(map[uint32]*Info), execd: make(chan struct{}),
+		containers: make(map[uint64]string)}
 }
 
 // Seed fills the table from /proc so processes that started before the agent are known.
@@ -91,6 +110,7 @@ func (t *Table) Seed(ctx context.Context) error {
 			continue // raced with exit, or a kernel thread with no exe
 		}
 		info.User = t.users.Name(info.UID)
+		info.ContainerID = t.container(info.PID, 0)
 		t.mu.Lock()
 		if _, ok := t.procs[info.PID]; !ok {
 			t.procs[info.PID] = info
@@ -131,13 +151,48 @@ func fromProc(ctx context.Context, p *process.Process) (*Info, error) {
 	return info, nil
 }
 
+// container returns the container id of pid, from the cache when its cgroup v2 id was seen
+// before, else from /proc/<pid>/cgroup ("" on the host or when the process is gone).
+func (t *Table) container(pid uint32, cgroupID uint64) string {
+	if cgroupID != 0 {
+		t.cmu.Lock()
+		id, ok := t.containers[cgroupID]
+		t.cmu.Unlock()
+		if ok {
+			return id
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(t.cfg.ProcRoot, strconv.FormatUint(uint64(pid), 10), "cgroup"))
+	if err != nil {
+		return ""
+	}
+	id, _ := ContainerID(b)
+	// Only a unified-hierarchy line ties the path to the v2 cgroup id the kernel reports;
+	// on v1-only hosts that id says nothing about the container, so nothing is cached.
+	if cgroupID != 0 && bytes.Contains(b, []byte("0::/")) {
+		t.cmu.Lock()
+		if len(t.containers) >= 4096 {
+			clear(t.containers)
+		}
+		t.containers[cgroupID] = id
+		t.cmu.Unlock()
+	}
+	return id
+}
+
 // Exec records a new program image in a process, replacing what was known of the pid.
 func (t *Table) Exec(info Info) {
 	info.User = t.users.Name(info.UID)
+	if info.ContainerID == "" {
+		info.ContainerID = t.container(info.PID, info.CgroupID)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if parent, ok := t.procs[info.PPID]; ok {
 		info.ParentExe = parent.Exe
+		if info.ContainerID == "" && info.CgroupID != 0 && info.CgroupID == parent.CgroupID {
+			info.ContainerID = parent.ContainerID // gone from /proc already; same cgroup
+		}
 	}
 	t.procs[info.PID] = &info
 	if len(t.procs) > t.cfg.MaxEntries {
@@ -145,6 +200,74 @@ func (t *Table) Exec(info Info) {
 	}
 	close(t.execd)
 	t.execd = make(chan struct{})
+}
+
+// Fork describes a fork record: a new process that runs its parent's program until it execs.
+type Fork struct {
+	PID, ParentTGID uint32
+	UID, GID        uint32
+	CgroupID        uint64
+	// Start is the child's start time; zero when the kernel could not report it.
+	Start time.Time
+	// At is when the fork happened; it stands in for Start when that is zero.
+	At time.Time
+}
+
+// Fork inserts a forked child that inherits its parent's executable, arguments, user and
+// container until its own exec arrives, so writes by a child that never execs (a shell
+// subshell, a forking server's worker) are attributed to the right program. The parent is
+// read from /proc when the table does not know it. It returns the child's entry.
+func (t *Table) Fork(ctx context.Context, f Fork) Info {
+	parent, known := t.Lookup(ctx, f.ParentTGID)
+	start := f.Start
+	if start.IsZero() {
+		start = f.At
+	}
+	child := Info{
+		PID: f.PID, PPID: f.ParentTGID, UID: f.UID, GID: f.GID,
+		Start: start, CgroupID: f.CgroupID, ParentExe: parent.Exe,
+	}
+	if known {
+		child.Exe, child.Args, child.Comm = parent.Exe, parent.Args, parent.Comm
+		child.Truncated, child.ContainerID = parent.Truncated, parent.ContainerID
+		if parent.UID == f.UID {
+			child.User = parent.User
+		}
+	}
+	if child.User == "" {
+		child.User = t.users.Name(f.UID)
+	}
+	if child.ContainerID == "" {
+		child.ContainerID = t.container(f.PID, f.CgroupID)
+	}
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.forks++
+	if !known {
+		t.forkOrphans++
+	}
+	// An entry already there for the same process (read from /proc by a lookup that raced
+	// this record, possibly after the child's exec) knows more; a stale one (pid reuse, or
+	// an exited process) is replaced. /proc start times have millisecond resolution.
+	if old, ok := t.procs[f.PID]; ok && old.Exited.IsZero() && !old.Start.Before(start.Add(-10*time.Millisecond)) {
+		return *old
+	}
+	t.procs[f.PID] = &child
+	if len(t.procs) > t.cfg.MaxEntries {
+		t.evictLocked(time.Now())
+	}
+	// A lookup waiting for this pid's exec can use the fork's view.
+	close(t.execd)
+	t.execd = make(chan struct{})
+	return child
+}
+
+// ForkStats reports fork records applied and those whose parent was unknown.
+func (t *Table) ForkStats() (forks, orphans uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.forks, t.forkOrphans
 }
 
 // waitExec waits up to ExecWait for an exec record of pid to arrive.
@@ -206,6 +329,7 @@ func (t *Table) Lookup(ctx context.Context, pid uint32) (Info, bool) {
 		return Info{PID: pid}, false
 	}
 	info.User = t.users.Name(info.UID)
+	info.ContainerID = t.container(pid, 0)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if parent, ok := t.procs[info.PPID]; ok {

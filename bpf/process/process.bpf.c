@@ -2,7 +2,8 @@
 
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
- * Ward process probe: one record per successful execve and one per
+ * Ward process probe: one record per successful execve, one per fork that
+ * creates a process (threads are skipped here, in the kernel) and one per
  * thread-group exit.
  *
  * Every hook exists in three flavours so the loader can fall back on older
@@ -17,6 +18,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define EV_EXEC 1
 #define EV_EXIT 2
+#define EV_FORK 3
 
 #define FILENAME_MAX_LEN 512
 #define ARGS_MAX_LEN 1024
@@ -55,10 +57,30 @@ struct exit_event {
 	char comm[WARD_TASK_COMM_LEN];
 };
 
+/*
+ * A fork that created a process. The parent is the forking task (current);
+ * the child has not run yet and still shares the parent's program, args and
+ * credentials, so user space copies those until the child execs.
+ */
+struct fork_event {
+	__u32 type;
+	__u32 tgid; /* child: a new process, so its pid is its tgid */
+	__u64 ts_boot_ns;
+	__u32 parent_tgid;
+	__u32 parent_pid; /* the forking thread */
+	__u32 uid;
+	__u32 gid;
+	__u64 start_boot_ns;        /* child; 0 when the fallback could not find it */
+	__u64 parent_start_boot_ns; /* the forking process's thread-group leader */
+	__u64 cgroup_id;
+	char comm[WARD_TASK_COMM_LEN];
+};
+
 /* Referenced only so clang emits BTF for them and bpf2go generates Go
  * mirrors, which process_test.go compares against the hand-written decoder. */
 const struct exec_event *unused_exec_event __attribute__((unused));
 const struct exit_event *unused_exit_event __attribute__((unused));
+const struct fork_event *unused_fork_event __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -174,6 +196,50 @@ static __always_inline int emit_exit(struct task_struct *task)
 	return 0;
 }
 
+/*
+ * emit_fork reports a fork from the forking task (current). child may be NULL
+ * (classic-tracepoint fallback that could not find the child): the record then
+ * carries child_pid and no start time.
+ */
+static __always_inline int emit_fork(struct task_struct *child, __u32 child_pid)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+
+	if (ward_ignored(tgid))
+		return 0;
+
+	struct fork_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		ward_count_drop(WARD_DROP_RINGBUF_FULL);
+		return 0;
+	}
+	struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	e->type = EV_FORK;
+	e->tgid = child_pid;
+	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	e->parent_tgid = tgid;
+	e->parent_pid = (__u32)pid_tgid;
+	e->uid = (__u32)uid_gid;
+	e->gid = uid_gid >> 32;
+	e->start_boot_ns = child ? task_start_boot_ns(child) : 0;
+	e->parent_start_boot_ns = task_start_boot_ns(BPF_CORE_READ(cur, group_leader));
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* A clone that shares the parent's thread group made a thread, not a process. */
+static __always_inline int fork_from_tasks(struct task_struct *parent, struct task_struct *child)
+{
+	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	if (child_tgid == BPF_CORE_READ(parent, tgid))
+		return 0;
+	return emit_fork(child, child_tgid);
+}
+
 /* ---- exec ---- */
 
 SEC("tp_btf/sched_process_exec")
@@ -195,6 +261,43 @@ int exec_tp(struct trace_event_raw_sched_process_exec *ctx)
 	/* __data_loc: low 16 bits are the offset from the record start. */
 	__u32 loc = BPF_CORE_READ(ctx, __data_loc_filename);
 	return emit_exec(task, (const char *)ctx + (loc & 0xFFFF));
+}
+
+/* ---- fork ---- */
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(fork_btf, struct task_struct *parent, struct task_struct *child)
+{
+	return fork_from_tasks(parent, child);
+}
+
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(fork_raw, struct task_struct *parent, struct task_struct *child)
+{
+	return fork_from_tasks(parent, child);
+}
+
+/*
+ * The classic tracepoint carries pids only. copy_process() appends a new
+ * process (not a thread, which goes on its group's thread list) to its real
+ * parent's children list, and the forking thread cannot fork again before this
+ * tracepoint returns, so the child is the tail of current->children: when that
+ * tail has child_pid, this fork made a process. Anything else (a thread, or a
+ * CLONE_PARENT fork whose child was added to the grandparent's list) is skipped.
+ */
+SEC("tracepoint/sched/sched_process_fork")
+int fork_tp(struct trace_event_raw_sched_process_fork *ctx)
+{
+	struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
+	__u32 child_pid = BPF_CORE_READ(ctx, child_pid);
+	struct list_head *tail = BPF_CORE_READ(cur, children.prev);
+	struct task_struct *child =
+		(struct task_struct *)((void *)tail - bpf_core_field_offset(struct task_struct, sibling));
+	if ((__u32)BPF_CORE_READ(child, pid) != child_pid)
+		return 0;
+	if ((__u32)BPF_CORE_READ(child, tgid) != child_pid)
+		return 0;
+	return emit_fork(child, child_pid);
 }
 
 /* ---- exit ---- */

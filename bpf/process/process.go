@@ -1,4 +1,4 @@
-// Package process reports process executions and exits from the kernel.
+// Package process reports process executions, forks and exits from the kernel.
 //
 // The DLP agent uses these records to attribute file writes (reported by
 // bpf/filewrite with a pid only) to a command line, a user and a container,
@@ -19,7 +19,7 @@ import (
 	"github.com/ward-dlp/ward/bpf/internal/kernel"
 )
 
-// Status reports how one capability ("exec", "exit") is attached.
+// Status reports how one capability ("exec", "exit", "fork") is attached.
 type Status = kernel.Status
 
 // ErrClosed is returned by Next once the probe is closed.
@@ -42,7 +42,7 @@ type Config struct {
 // DefaultRingBytes is used when Config.RingBytes is 0.
 const DefaultRingBytes = 4 << 20
 
-// Record is an Exec or an Exit.
+// Record is an Exec, an Exit or a Fork.
 type Record interface{ isRecord() }
 
 // Exec is one successful execve/execveat.
@@ -76,7 +76,26 @@ type Exit struct {
 	Signal   int // terminating signal, 0 for a normal exit
 }
 
+// Fork is a fork (clone without CLONE_THREAD) that created a process. Threads are filtered
+// in the kernel. The child runs its parent's program until it execs, so it inherits what is
+// known of the parent.
+type Fork struct {
+	Time time.Time
+	// PID is the child's pid (its thread-group id: it is a new process).
+	PID uint32
+	// ParentTGID and ParentPID are the forking process and thread.
+	ParentTGID, ParentPID uint32
+	UID, GID              uint32
+	Comm                  string // the parent's comm, which the child shares until exec
+	// StartTime is the child's start; zero when the classic-tracepoint fallback could not
+	// reach the child's task (user space then reads it from /proc).
+	StartTime       time.Time
+	ParentStartTime time.Time // the forking process's start: with ParentTGID, a reuse-proof key
+	CgroupID        uint64
+}
+
 func (Exec) isRecord() {}
+func (Fork) isRecord() {}
 func (Exit) isRecord() {}
 
 // Probe is a loaded and attached process probe.
@@ -87,9 +106,9 @@ type Probe struct {
 	status []Status
 }
 
-// Load loads the BPF objects and attaches exec and exit, each through the
-// best hook the kernel accepts (tp_btf, then raw_tp, then tracepoint). It
-// fails only when neither capability could be attached.
+// Load loads the BPF objects and attaches exec, exit and fork, each through
+// the best hook the kernel accepts (tp_btf, then raw_tp, then tracepoint). It
+// fails only when no capability could be attached.
 func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 	if log == nil {
 		log = slog.Default()
@@ -121,7 +140,7 @@ func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 		// Only the last-resort tracepoint hooks need it.
 		log.Warn("tracefs unavailable; classic tracepoint fallback disabled", "err", err)
 	}
-	for _, c := range []struct{ name, prog string }{{"exec", "exec"}, {"exit", "exit"}} {
+	for _, c := range []struct{ name, prog string }{{"exec", "exec"}, {"exit", "exit"}, {"fork", "fork"}} {
 		event := "sched_process_" + c.name
 		var hooks []kernel.Hook
 		for _, h := range []kernel.Hook{
@@ -135,9 +154,17 @@ func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 		}
 		p.status = append(p.status, loader.AttachFirst(c.name, hooks...))
 	}
-	if !p.status[0].Attached && !p.status[1].Attached {
+	var errs []error
+	for _, s := range p.status {
+		if s.Attached {
+			errs = nil
+			break
+		}
+		errs = append(errs, s.Err)
+	}
+	if errs != nil {
 		loader.Close()
-		return nil, fmt.Errorf("process probe: no capability attached: %w", errors.Join(p.status[0].Err, p.status[1].Err))
+		return nil, fmt.Errorf("process probe: no capability attached: %w", errors.Join(errs...))
 	}
 
 	if p.ring, err = kernel.OpenRing(loader); err != nil {
@@ -185,6 +212,7 @@ func (p *Probe) Close() error { return p.ring.Close() }
 const (
 	evExec = 1
 	evExit = 2
+	evFork = 3
 
 	execHeaderLen   = 72
 	execFilenameOff = 72
@@ -194,6 +222,8 @@ const (
 	execLen         = execArgsOff + execArgsMax
 
 	exitLen = 56
+
+	forkLen = 72
 
 	flagArgsTruncated     = 1 << 0
 	flagFilenameTruncated = 1 << 1
@@ -250,6 +280,22 @@ func decode(b []byte, clock *kernel.Clock) (Record, error) {
 			StartTime: clock.Time(le.Uint64(b[24:])),
 			CgroupID:  le.Uint64(b[32:]),
 			Comm:      kernel.CString(b[40:56]),
+		}, nil
+	case evFork:
+		if len(b) < forkLen {
+			return nil, fmt.Errorf("%w: fork record is %d bytes, want %d", ErrMalformed, len(b), forkLen)
+		}
+		return Fork{
+			Time:            clock.Time(le.Uint64(b[8:])),
+			PID:             le.Uint32(b[4:]),
+			ParentTGID:      le.Uint32(b[16:]),
+			ParentPID:       le.Uint32(b[20:]),
+			UID:             le.Uint32(b[24:]),
+			GID:             le.Uint32(b[28:]),
+			ParentStartTime: clock.Time(le.Uint64(b[40:])),
+			CgroupID:        le.Uint64(b[48:]),
+			Comm:            kernel.CString(b[56:72]),
+			StartTime:       clock.Time(le.Uint64(b[32:])), // 0 stays the zero time
 		}, nil
 	default:
 		return nil, fmt.Errorf("%w: unknown record type %d", ErrMalformed, typ)

@@ -44,6 +44,21 @@ type processExitEvent struct {
 	Comm        [16]int8
 }
 
+type processForkEvent struct {
+	_                 structs.HostLayout
+	Type              uint32
+	Tgid              uint32
+	TsBootNs          uint64
+	ParentTgid        uint32
+	ParentPid         uint32
+	Uid               uint32
+	Gid               uint32
+	StartBootNs       uint64
+	ParentStartBootNs uint64
+	CgroupId          uint64
+	Comm              [16]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -56,8 +71,12 @@ const (
 	processProgExitBtf        = "exit_btf"
 	processProgExitRaw        = "exit_raw"
 	processProgExitTp         = "exit_tp"
+	processProgForkBtf        = "fork_btf"
+	processProgForkRaw        = "fork_raw"
+	processProgForkTp         = "fork_tp"
 	processVarUnusedExecEvent = "unused_exec_event"
 	processVarUnusedExitEvent = "unused_exit_event"
+	processVarUnusedForkEvent = "unused_fork_event"
 	processVarWardIgnoreTgid  = "ward_ignore_tgid"
 )
 
@@ -109,6 +128,9 @@ type processProgramSpecs struct {
 	ExitBtf *ebpf.ProgramSpec `ebpf:"exit_btf"`
 	ExitRaw *ebpf.ProgramSpec `ebpf:"exit_raw"`
 	ExitTp  *ebpf.ProgramSpec `ebpf:"exit_tp"`
+	ForkBtf *ebpf.ProgramSpec `ebpf:"fork_btf"`
+	ForkRaw *ebpf.ProgramSpec `ebpf:"fork_raw"`
+	ForkTp  *ebpf.ProgramSpec `ebpf:"fork_tp"`
 }
 
 // processMapSpecs contains maps before they are loaded into the kernel.
@@ -125,6 +147,7 @@ type processMapSpecs struct {
 type processVariableSpecs struct {
 	UnusedExecEvent *ebpf.VariableSpec `ebpf:"unused_exec_event"`
 	UnusedExitEvent *ebpf.VariableSpec `ebpf:"unused_exit_event"`
+	UnusedForkEvent *ebpf.VariableSpec `ebpf:"unused_fork_event"`
 	WardIgnoreTgid  *ebpf.VariableSpec `ebpf:"ward_ignore_tgid"`
 }
 
@@ -165,6 +188,7 @@ func (m *processMaps) Close() error {
 type processVariables struct {
 	UnusedExecEvent *ebpf.Variable `ebpf:"unused_exec_event"`
 	UnusedExitEvent *ebpf.Variable `ebpf:"unused_exit_event"`
+	UnusedForkEvent *ebpf.Variable `ebpf:"unused_fork_event"`
 	WardIgnoreTgid  *ebpf.Variable `ebpf:"ward_ignore_tgid"`
 }
 
@@ -178,6 +202,9 @@ type processPrograms struct {
 	ExitBtf *ebpf.Program `ebpf:"exit_btf"`
 	ExitRaw *ebpf.Program `ebpf:"exit_raw"`
 	ExitTp  *ebpf.Program `ebpf:"exit_tp"`
+	ForkBtf *ebpf.Program `ebpf:"fork_btf"`
+	ForkRaw *ebpf.Program `ebpf:"fork_raw"`
+	ForkTp  *ebpf.Program `ebpf:"fork_tp"`
 }
 
 func (p *processPrograms) Close() error {
@@ -188,6 +215,9 @@ func (p *processPrograms) Close() error {
 		p.ExitBtf,
 		p.ExitRaw,
 		p.ExitTp,
+		p.ForkBtf,
+		p.ForkRaw,
+		p.ForkTp,
 	)
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -50,6 +51,23 @@ func TestLayout(t *testing.T) {
 		{"exit.cgroup", unsafe.Offsetof(xt.CgroupId), 32},
 		{"exit.comm", unsafe.Offsetof(xt.Comm), 40},
 	}...)
+	var fk processForkEvent
+	checks = append(checks, []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"fork size", unsafe.Sizeof(fk), forkLen},
+		{"fork.tgid", unsafe.Offsetof(fk.Tgid), 4},
+		{"fork.ts", unsafe.Offsetof(fk.TsBootNs), 8},
+		{"fork.parent_tgid", unsafe.Offsetof(fk.ParentTgid), 16},
+		{"fork.parent_pid", unsafe.Offsetof(fk.ParentPid), 20},
+		{"fork.uid", unsafe.Offsetof(fk.Uid), 24},
+		{"fork.gid", unsafe.Offsetof(fk.Gid), 28},
+		{"fork.start", unsafe.Offsetof(fk.StartBootNs), 32},
+		{"fork.parent_start", unsafe.Offsetof(fk.ParentStartBootNs), 40},
+		{"fork.cgroup", unsafe.Offsetof(fk.CgroupId), 48},
+		{"fork.comm", unsafe.Offsetof(fk.Comm), 56},
+	}...)
 	for _, c := range checks {
 		if c.got != c.want {
 			t.Errorf("%s: C layout %d, decoder assumes %d", c.name, c.got, c.want)
@@ -89,6 +107,22 @@ func exitRecord(pid, status uint32) []byte {
 	return b
 }
 
+func forkRecord(child, parent uint32, start uint64) []byte {
+	b := make([]byte, forkLen)
+	le := binary.LittleEndian
+	le.PutUint32(b[0:], evFork)
+	le.PutUint32(b[4:], child)
+	le.PutUint64(b[8:], 3_000_000_000)
+	le.PutUint32(b[16:], parent)
+	le.PutUint32(b[20:], parent+1)
+	le.PutUint32(b[24:], 1000)
+	le.PutUint32(b[28:], 1001)
+	le.PutUint64(b[32:], start)
+	le.PutUint64(b[48:], 77)
+	copy(b[56:], "bash")
+	return b
+}
+
 func TestDecode(t *testing.T) {
 	var clock kernel.Clock
 	badLen := execRecord(1, "", nil)
@@ -118,6 +152,9 @@ func TestDecode(t *testing.T) {
 			want: Exec{PID: 42, PPID: 1, UID: 1000, GID: 1001, Comm: "true", Filename: "/x",
 				Args: []string{"x", "abc"}, ArgsTruncated: true, CgroupID: 77},
 		},
+		{name: "short fork", in: forkRecord(1, 2, 5)[:forkLen-1], wantErr: true},
+		{name: "fork", in: forkRecord(8, 4, 5), want: Fork{PID: 8, ParentTGID: 4, ParentPID: 5, UID: 1000, GID: 1001, Comm: "bash", CgroupID: 77}},
+		{name: "fork without child start", in: forkRecord(8, 4, 0), want: Fork{PID: 8, ParentTGID: 4, ParentPID: 5, UID: 1000, GID: 1001, Comm: "bash", CgroupID: 77}},
 		{name: "exit code", in: exitRecord(7, 3<<8), want: Exit{PID: 7, PPID: 1, Comm: "sh", Status: 3 << 8, ExitCode: 3}},
 		{name: "exit signal", in: exitRecord(7, 9), want: Exit{PID: 7, PPID: 1, Comm: "sh", Status: 9, Signal: 9}},
 	}
@@ -144,6 +181,15 @@ func TestDecode(t *testing.T) {
 			case Exit:
 				g.Time = time.Time{}
 				got = g
+			case Fork:
+				if g.Time.IsZero() {
+					t.Error("fork time not converted")
+				}
+				if start := binary.LittleEndian.Uint64(tt.in[32:]); (start == 0) != g.StartTime.IsZero() {
+					t.Errorf("child start time %v from boot ns %d", g.StartTime, start)
+				}
+				g.Time, g.StartTime = time.Time{}, time.Time{}
+				got = g
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("got  %#v\nwant %#v", got, tt.want)
@@ -155,6 +201,7 @@ func TestDecode(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	f.Add(execRecord(1, "/bin/true", []byte("true\x00")))
 	f.Add(exitRecord(1, 0))
+	f.Add(forkRecord(2, 1, 5))
 	f.Add([]byte{})
 	var clock kernel.Clock
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -315,5 +362,104 @@ func TestExitSignal(t *testing.T) {
 	_, xt := waitFor(t, ch, pid, 2)
 	if xt.Signal != int(syscall.SIGKILL) {
 		t.Errorf("signal = %d, want %d (status %#x)", xt.Signal, syscall.SIGKILL, xt.Status)
+	}
+}
+
+// TestFork runs once per hook kind: a shell that backgrounds a subshell forks a process (the
+// record must name the shell as parent), while the Go runtime's thread creation in this test
+// process must not be reported.
+func TestFork(t *testing.T) {
+	for _, kind := range []string{"tp_btf", "raw_tp", "tracepoint"} {
+		t.Run(kind, func(t *testing.T) { testFork(t, kind) })
+	}
+}
+
+func testFork(t *testing.T, kind string) {
+	p, ch := loadProbe(t, Config{onlyKind: kind})
+	for _, s := range p.Status() {
+		if s.Name == "fork" && (!s.Attached || !strings.HasPrefix(s.Hook, kind+"/")) {
+			t.Fatalf("fork attached=%v via %q (%v), want %s", s.Attached, s.Hook, s.Err, kind)
+		}
+	}
+	// Threads: a locked goroutine that is never unlocked makes the runtime retire its thread
+	// and start new ones; none of them may show up as a fork of this process.
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			runtime.LockOSThread()
+			done <- struct{}{}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+
+	before := time.Now()
+	// "sleep & wait": the shell forks a child that execs sleep; "(exit 3)" forks a subshell
+	// that never execs.
+	cmd := exec.Command("/bin/sh", "-c", "sleep 0.1 & (exit 3); wait")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	shell := uint32(cmd.Process.Pid)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("shell: %v", err)
+	}
+
+	self := uint32(os.Getpid())
+	var forks []Fork
+	deadline := time.After(10 * time.Second)
+	for len(forks) < 2 {
+		select {
+		case r, ok := <-ch:
+			if !ok {
+				t.Fatal("probe closed early")
+			}
+			f, isFork := r.(Fork)
+			if !isFork {
+				continue
+			}
+			switch f.ParentTGID {
+			case shell:
+				forks = append(forks, f)
+			case self:
+				// This process forks the shell (os/exec); anything else it reports would be
+				// one of its threads.
+				if f.PID != shell {
+					t.Errorf("thread or unknown child reported as fork of the test process: %+v", f)
+				}
+			}
+		case <-deadline:
+			t.Fatalf("timeout: %d fork records from the shell %d, want 2", len(forks), shell)
+		}
+	}
+	for _, f := range forks {
+		if f.PID == 0 || f.PID == shell {
+			t.Errorf("child pid %d (shell %d)", f.PID, shell)
+		}
+		if f.ParentPID != shell {
+			t.Errorf("forking thread %d, want the shell %d", f.ParentPID, shell)
+		}
+		if f.UID != uint32(os.Getuid()) || f.GID != uint32(os.Getgid()) {
+			t.Errorf("uid/gid = %d/%d", f.UID, f.GID)
+		}
+		if f.Comm != "sh" {
+			t.Errorf("comm = %q, want the parent's", f.Comm)
+		}
+		if f.CgroupID == 0 {
+			t.Error("cgroup id is 0")
+		}
+		if f.Time.Before(before.Add(-time.Second)) || f.Time.After(time.Now().Add(time.Second)) {
+			t.Errorf("fork time %v not near %v", f.Time, before)
+		}
+		if f.StartTime.IsZero() || f.StartTime.After(f.Time) || f.Time.Sub(f.StartTime) > time.Second {
+			t.Errorf("child start %v vs fork time %v", f.StartTime, f.Time)
+		}
+		if f.ParentStartTime.IsZero() || f.ParentStartTime.After(f.StartTime) {
+			t.Errorf("parent start %v vs child start %v", f.ParentStartTime, f.StartTime)
+		}
+	}
+	if forks[0].PID == forks[1].PID {
+		t.Errorf("two fork records for child %d", forks[0].PID)
 	}
 }

@@ -249,6 +249,9 @@ const (
 	ProcessEvent_KIND_UNSPECIFIED ProcessEvent_Kind = 0
 	ProcessEvent_KIND_EXEC        ProcessEvent_Kind = 1
 	ProcessEvent_KIND_EXIT        ProcessEvent_Kind = 2
+	// A new process (not a thread) was forked; process is the child, which runs its
+	// parent's program until it execs.
+	ProcessEvent_KIND_FORK ProcessEvent_Kind = 3
 )
 
 // Enum value maps for ProcessEvent_Kind.
@@ -257,11 +260,13 @@ var (
 		0: "KIND_UNSPECIFIED",
 		1: "KIND_EXEC",
 		2: "KIND_EXIT",
+		3: "KIND_FORK",
 	}
 	ProcessEvent_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
 		"KIND_EXEC":        1,
 		"KIND_EXIT":        2,
+		"KIND_FORK":        3,
 	}
 )
 
@@ -894,7 +899,10 @@ type Process struct {
 	// Executable of the parent, when known, for one level of ancestry.
 	ParentExe string `protobuf:"bytes,11,opt,name=parent_exe,json=parentExe,proto3" json:"parent_exe,omitempty"`
 	// True when args or exe were cut to the configured bound.
-	Truncated     bool `protobuf:"varint,12,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Truncated bool `protobuf:"varint,12,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// Container the process runs in (docker, containerd/CRI, podman, CRI-O), from its cgroup
+	// path; empty on the host.
+	ContainerId   string `protobuf:"bytes,13,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1011,6 +1019,13 @@ func (x *Process) GetTruncated() bool {
 		return x.Truncated
 	}
 	return false
+}
+
+func (x *Process) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
 }
 
 // ProcessEvent is a process lifecycle change.
@@ -2825,7 +2840,7 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	"machine_id\x18\x02 \x01(\tR\tmachineId\x12\x0e\n" +
 	"\x02os\x18\x03 \x01(\tR\x02os\x12\x16\n" +
 	"\x06kernel\x18\x04 \x01(\tR\x06kernel\x12#\n" +
-	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\"\xb6\x02\n" +
+	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\"\xd9\x02\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\rR\x04ppid\x12\x10\n" +
@@ -2841,15 +2856,17 @@ const file_ward_v1_event_proto_rawDesc = "" +
 	" \x01(\x04R\bcgroupId\x12\x1d\n" +
 	"\n" +
 	"parent_exe\x18\v \x01(\tR\tparentExe\x12\x1c\n" +
-	"\ttruncated\x18\f \x01(\bR\ttruncated\"\xc3\x01\n" +
+	"\ttruncated\x18\f \x01(\bR\ttruncated\x12!\n" +
+	"\fcontainer_id\x18\r \x01(\tR\vcontainerId\"\xd2\x01\n" +
 	"\fProcessEvent\x12.\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.ward.v1.ProcessEvent.KindR\x04kind\x12*\n" +
 	"\aprocess\x18\x02 \x01(\v2\x10.ward.v1.ProcessR\aprocess\x12\x1b\n" +
-	"\texit_code\x18\x03 \x01(\x05R\bexitCode\":\n" +
+	"\texit_code\x18\x03 \x01(\x05R\bexitCode\"I\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_EXEC\x10\x01\x12\r\n" +
-	"\tKIND_EXIT\x10\x02\"\x9f\x06\n" +
+	"\tKIND_EXIT\x10\x02\x12\r\n" +
+	"\tKIND_FORK\x10\x03\"\x9f\x06\n" +
 	"\fFileActivity\x12.\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.ward.v1.FileActivity.KindR\x04kind\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n" +
