@@ -452,6 +452,17 @@ func (a *agent) handleContent(ctx context.Context, c stream.Content) {
 		a.flagged(ctx, c)
 		return
 	}
+	if c.File.Path == "" && c.File.Inode != 0 {
+		if p, dir, ok := a.watches.nameByInode(c.File.Device, c.File.Inode); ok {
+			c.File.Path = p
+			if c.File.WatchDir == "" {
+				c.File.WatchDir = dir
+			}
+			a.count("filewrite.named_by_inode", 1)
+		} else {
+			a.count("filewrite.unnamed", 1)
+		}
+	}
 	if c.Unobserved && !modifiedSince(c.File.Path, c.First) {
 		return // opened for writing, closed untouched: nothing left the process
 	}

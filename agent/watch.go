@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -501,4 +502,50 @@ func (a *agent) flagged(ctx context.Context, c stream.Content) {
 	t, _ := a.targetOf(c)
 	a.log.Info("egress the agent cannot read", "what", c.Flag.Strings(), "path", c.File.Path, "pid", c.Key.TGID,
 		"exe", info.Exe, "user", info.User, "target", t.Kind)
+}
+
+// maxInodeSearch bounds the directory entries looked at to name a file by its inode.
+const maxInodeSearch = 20000
+
+// nameByInode finds the path of a file known only by device and inode under the watched
+// directories on that device. The agent names files from the open record or from
+// /proc/<pid>/fd; when the open record carried no known watch and the writer has already
+// exited (cp and mv finish in microseconds), this is the remaining way to report where
+// the data landed instead of an empty path. The search is bounded; a miss leaves the
+// path empty and is counted.
+func (w *watcher) nameByInode(dev, ino uint64) (path, watchDir string, ok bool) {
+	if w == nil || ino == 0 {
+		return "", "", false
+	}
+	seen := 0
+	for _, dir := range w.dirs() {
+		var st unix.Stat_t
+		if unix.Stat(dir, &st) != nil || uint64(filewrite.KernelDev(st.Dev)) != dev {
+			continue
+		}
+		errFound := errors.New("found")
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			if seen++; seen > maxInodeSearch {
+				return fs.SkipAll
+			}
+			if d.Type().IsRegular() {
+				info, err := d.Info()
+				if err != nil {
+					return nil
+				}
+				if s, ok := info.Sys().(*syscall.Stat_t); ok && s.Ino == ino {
+					path = p
+					return errFound
+				}
+			}
+			return nil
+		})
+		if errors.Is(err, errFound) {
+			return path, dir, true
+		}
+	}
+	return "", "", false
 }
