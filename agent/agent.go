@@ -448,10 +448,6 @@ func (a *agent) classifyLoop(ctx context.Context, in <-chan stream.Content) erro
 
 // handleContent classifies one reassembled run, applies policy and spools the events.
 func (a *agent) handleContent(ctx context.Context, c stream.Content) {
-	if c.Reason == stream.Flagged {
-		a.flagged(ctx, c)
-		return
-	}
 	if c.File.Path == "" && c.File.Inode != 0 {
 		if p, dir, ok := a.watches.nameByInode(c.File.Device, c.File.Inode); ok {
 			c.File.Path = p
@@ -462,6 +458,10 @@ func (a *agent) handleContent(ctx context.Context, c stream.Content) {
 		} else {
 			a.count("filewrite.unnamed", 1)
 		}
+	}
+	if c.Reason == stream.Flagged {
+		a.flagged(ctx, c)
+		return
 	}
 	if c.Unobserved && !modifiedSince(c.File.Path, c.First) {
 		return // opened for writing, closed untouched: nothing left the process

@@ -323,6 +323,17 @@ func (a *agent) applyEgress(asm *stream.Assembler, r filewrite.Record) []stream.
 			}
 			// The original predates the agent or its open record was lost.
 			return asm.Open(k, a.fileOf(asm, k, r.Dev, r.Ino, r.WatchID), r.Time)
+		case filewrite.OpInherit:
+			parent := stream.Key{TGID: uint32(r.Arg), FD: r.FD}
+			if cs, ok := asm.Inherit(parent, k, r.Time); ok {
+				return cs
+			}
+			cs := asm.Open(k, a.fileOf(asm, k, r.Dev, r.Ino, r.WatchID), r.Time)
+			asm.Note(k, stream.NoteInherited)
+			return cs
+		case filewrite.OpMprotectShared:
+			// The descriptor may be gone (FD is -1): the file is named by its inode.
+			return []stream.Content{stream.FlaggedActivity(k, a.fileOf(asm, k, r.Dev, r.Ino, r.WatchID), stream.NoteMprotect, r.Time)}
 		}
 	}
 	return nil
@@ -469,7 +480,7 @@ func (a *agent) annotate(ev *wardv1.Event, c stream.Content) {
 			switch c.Flag {
 			case stream.NoteTruncate:
 				fa.Kind = wardv1.FileActivity_KIND_TRUNCATED
-			case stream.NoteMmapShared:
+			case stream.NoteMmapShared, stream.NoteMprotect:
 				fa.Kind, fa.UnclassifiedEgress = wardv1.FileActivity_KIND_MMAP_SHARED, true
 			case stream.NoteIOURing:
 				fa.Kind, fa.UnclassifiedEgress = wardv1.FileActivity_KIND_IO_URING, true

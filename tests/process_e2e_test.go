@@ -68,3 +68,36 @@ func TestForkedChildWritingWithoutExecIsAttributed(t *testing.T) {
 	w.stop()
 	assertNoRaw(t, w.home, fixtureSSNs...)
 }
+
+// TestChildWritingThroughInheritedDescriptor: `{ cat doc; } > dst` opens dst in the shell
+// and the bytes come from cat, which got fd 1 across fork and never opened anything in the
+// watched directory. The finding must be cat's.
+func TestChildWritingThroughInheritedDescriptor(t *testing.T) {
+	w := startWard(t)
+	src, err := filepath.Abs("testdata/fhir-part2-bundle.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(w.watch, "compound-redirect.json")
+	cmd := exec.Command("/bin/sh", "-c", `{ /bin/cat "$1"; } > "$2"`, "sh", src, dst)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sh: %v\n%s", err, out)
+	}
+	shell := cmd.ProcessState.Pid()
+	catExe, _ := filepath.EvalSymlinks("/bin/cat")
+
+	evs := w.waitFor(15*time.Second, "cat's finding", func(evs []stored) bool { return findingFor(evs, dst) != nil })
+	f := findingFor(evs, dst).GetFinding()
+	if f.GetDataClass() != wardv1.DataClass_DATA_CLASS_PART2 {
+		t.Errorf("data class %v, want PART2", f.GetDataClass())
+	}
+	// Without the inherited tracking the shell's close would still find the file modified
+	// and classify it from disk, but as the shell's: the pid tells the two apart.
+	p := f.GetProcess()
+	exe, _ := filepath.EvalSymlinks(p.GetExe())
+	if exe != catExe || int(p.GetPid()) == shell || int(p.GetPpid()) != shell {
+		t.Errorf("process %s pid %d ppid %d, want %s, a child of sh %d", p.GetExe(), p.GetPid(), p.GetPpid(), catExe, shell)
+	}
+	w.stop()
+	assertNoRaw(t, w.home, fixtureSSNs...)
+}

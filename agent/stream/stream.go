@@ -39,9 +39,14 @@ const (
 	NoteDup
 	// NoteTruncate: truncate(2) of the file by path.
 	NoteTruncate
+	// NoteInherited: the writer got the descriptor from its parent across fork.
+	NoteInherited
+	// NoteMprotect: a read-only shared mapping of the file was made writable with
+	// mprotect; stores through it are not seen.
+	NoteMprotect
 )
 
-var noteNames = [...]string{"ftruncate", "mmap_shared", "io_uring", "dup", "truncate"}
+var noteNames = [...]string{"ftruncate", "mmap_shared", "io_uring", "dup", "truncate", "inherited", "mprotect"}
 
 // Strings names the notes set, in a fixed order.
 func (n Note) Strings() []string {
@@ -56,7 +61,7 @@ func (n Note) Strings() []string {
 
 // unseen are the notes that mean bytes may have reached the file without a write() the
 // probe copied.
-const unseen = NoteMmapShared | NoteIOURing
+const unseen = NoteMmapShared | NoteIOURing | NoteMprotect
 
 // Reason says why a Content was emitted.
 type Reason int
@@ -270,6 +275,18 @@ func (a *Assembler) Dup(old, k Key, at time.Time) ([]Content, bool) {
 	}
 	out := a.Open(k, s.file, at)
 	a.streams[k].notes = s.notes | NoteDup
+	return out, true
+}
+
+// Inherit starts tracking a descriptor a child process got from its parent across fork, as
+// a stream of its own for the same file. It reports false when the parent's is not tracked.
+func (a *Assembler) Inherit(parent, child Key, at time.Time) ([]Content, bool) {
+	s, ok := a.streams[parent]
+	if !ok {
+		return nil, false
+	}
+	out := a.Open(child, s.file, at)
+	a.streams[child].notes = s.notes | NoteInherited
 	return out, true
 }
 

@@ -249,3 +249,30 @@ func TestNotesDupAndRename(t *testing.T) {
 		t.Errorf("renamed = %+v", r)
 	}
 }
+
+// A child's inherited descriptor is a stream of its own under the child's tgid, for the
+// parent's file, noted as inherited; the parent's stream goes on separately.
+func TestInherit(t *testing.T) {
+	a := New(Config{})
+	at := time.Unix(100, 0)
+	parent, child := Key{TGID: 10, FD: 1}, Key{TGID: 11, FD: 1}
+	f := File{Path: "/usb/out.txt", Inode: 7, WatchDir: "/usb"}
+	a.Open(parent, f, at)
+	if _, ok := a.Inherit(Key{TGID: 10, FD: 2}, child, at); ok {
+		t.Fatal("Inherit of an untracked descriptor")
+	}
+	if _, ok := a.Inherit(parent, child, at); !ok {
+		t.Fatal("Inherit of a tracked descriptor")
+	}
+	a.Write(child, File{}, 0, 6, []byte("first\n"), at)
+	c, ok := a.Close(child, at)
+	if !ok || c.File.Path != "/usb/out.txt" || c.Notes&NoteInherited == 0 || string(c.Data) != "first\n" {
+		t.Fatalf("child close = %+v", c)
+	}
+	if got := c.Notes.Strings(); len(got) != 1 || got[0] != "inherited" {
+		t.Errorf("note names %v", got)
+	}
+	if _, ok := a.Lookup(parent); !ok {
+		t.Fatal("the parent's stream ended with the child's")
+	}
+}

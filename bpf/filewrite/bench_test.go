@@ -107,6 +107,8 @@ func BenchmarkUnwatchedWrite(b *testing.B) {
 //     getppid's (~720): does the number of hooked syscalls change the cost of the write
 //     (hooked in both) and of getppid (hooked in neither)?
 //   - ward: the filewrite probe itself, records drained by a reader goroutine.
+//   - ward-hotslot: ward while a tracked descriptor shares the written fd's fd_hot slot,
+//     so the write takes the filter's slow path (tgid helper and hash lookup).
 //   - dispatch-*: one program on sys_enter and one on sys_exit for all syscalls
 //     (bpf/benchfloor): empty (raw-empty), the write filter inlined on raw_tp or tp_btf,
 //     or tail calls per syscall number.
@@ -125,10 +127,7 @@ func BenchmarkSyscallCost(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root to load BPF programs")
 	}
-	rounds := 5
-	if v, err := strconv.Atoi(os.Getenv("WARD_BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
+	rounds := benchRounds()
 	setups, err := sensorSetups()
 	if err != nil {
 		b.Fatal(err)
@@ -198,6 +197,9 @@ type costEnv struct {
 	probe   *Probe // ward only
 	watched string // directory the watched-write workload writes in
 	closers []func() error
+	// heat, when set, makes the fd-number slot of fd hot (ward-hotslot): the unwatched
+	// write then takes the filter's slow path. It returns the undo.
+	heat func(b *testing.B, fd int) func()
 }
 
 func (e *costEnv) close() error {
@@ -240,6 +242,7 @@ func sensorSetups() ([]sensorSetup, error) {
 		{"floor", empty(fwSet)},
 		{"floor-many", empty(slices.DeleteFunc(slices.Clone(all), func(e string) bool { return strings.HasSuffix(e, "_getppid") }))},
 		{"ward", attachWard},
+		{"ward-hotslot", attachWardHotSlot},
 	}
 	for _, d := range benchfloor.Dispatchers {
 		setups = append(setups, sensorSetup{"dispatch-" + string(d), func(b *testing.B) (*costEnv, error) {
@@ -282,6 +285,36 @@ func attachWard(b *testing.B) (*costEnv, error) {
 	return env, nil
 }
 
+// attachWardHotSlot is attachWard plus, during the unwatched-write workload, a tracked
+// descriptor of the same process numbered fd+1024: same fd_hot slot, different key. The
+// write to /dev/null then pays the filter's slow path (tgid helper and LRU-hash miss), as
+// every process's writes on that fd number do while any process on the host holds a
+// tracked file open under it.
+func attachWardHotSlot(b *testing.B) (*costEnv, error) {
+	env, err := attachWard(b)
+	if err != nil {
+		return nil, err
+	}
+	env.heat = func(b *testing.B, fd int) func() {
+		f, err := os.Create(filepath.Join(env.watched, "hot.txt"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		alias := fd + fdHotSlots
+		if err := unix.Dup3(int(f.Fd()), alias, 0); err != nil {
+			b.Fatalf("dup3 to %d: %v", alias, err)
+		}
+		return func() {
+			unix.Close(alias)
+			f.Close()
+		}
+	}
+	return env, nil
+}
+
+// fdHotSlots mirrors FD_HOT_SLOTS in filewrite.bpf.c.
+const fdHotSlots = 1024
+
 // costMetrics is what one workload run measured.
 type costMetrics struct {
 	cpuNs   float64 // thread CPU per op
@@ -303,6 +336,9 @@ var syscallWorkloads = []syscallWorkload{
 		}
 		defer f.Close()
 		fd, buf := int(f.Fd()), make([]byte, 4096)
+		if env.heat != nil {
+			defer env.heat(b, fd)()
+		}
 		b.SetBytes(int64(len(buf)))
 		return measureOps(b, env, func(int) {
 			if _, err := unix.Write(fd, buf); err != nil {
@@ -426,6 +462,14 @@ func (c *costResults) dirty(round, n int, hooks []string) {
 	}
 }
 
+// benchRounds is WARD_BENCH_ROUNDS, default 5.
+func benchRounds() int {
+	if v, err := strconv.Atoi(os.Getenv("WARD_BENCH_ROUNDS")); err == nil && v > 0 {
+		return v
+	}
+	return 5
+}
+
 func median(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
@@ -479,7 +523,7 @@ func (c *costResults) print(w *os.File, setups []sensorSetup) {
 				add = fmt.Sprintf("%+.0f (n=%d)", added[s.name], len(diffs))
 			}
 			rd := "-"
-			if s.name == "ward" {
+			if strings.HasPrefix(s.name, "ward") {
 				rd = fmt.Sprintf("%.0f", median(other))
 			}
 			if len(vals) == 0 {
@@ -495,6 +539,9 @@ func (c *costResults) print(w *os.File, setups []sensorSetup) {
 					aim = " (aim: <= +10%)"
 				}
 				fmt.Fprintf(w, "  ward over the floor: %+.0f ns = %+.0f%% of the floor's %.0f ns%s\n", wd-fl, 100*(wd-fl)/fl, fl, aim)
+			}
+			if wd, ok := added["ward-hotslot"]; ok {
+				fmt.Fprintf(w, "  ward-hotslot over the floor: %+.0f ns = %+.0f%% (the slow path: a tracked fd of the same number mod 1024 is open somewhere)\n", wd-fl, 100*(wd-fl)/fl)
 			}
 		}
 		var drops uint64

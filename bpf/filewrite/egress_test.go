@@ -75,6 +75,45 @@ func egressHelper(op string, args []string) (bool, error) {
 			unix.Close(d)
 		}
 		return true, nil
+	case "mprotect": // path: read-only shared map of a RDWR file, close, mprotect writable, store
+		fd, err := unix.Open(args[0], unix.O_RDWR|unix.O_CREAT, 0o644)
+		if err != nil {
+			return true, err
+		}
+		if err := unix.Ftruncate(fd, 4096); err != nil {
+			return true, err
+		}
+		m, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			return true, err
+		}
+		// A private mapping made writable is not egress and must not be flagged.
+		p, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ, unix.MAP_PRIVATE)
+		if err != nil {
+			return true, err
+		}
+		unix.Close(fd) // the mapping outlives the descriptor
+		if err := unix.Mprotect(p, unix.PROT_READ|unix.PROT_WRITE); err != nil {
+			return true, err
+		}
+		if err := unix.Mprotect(m, unix.PROT_READ|unix.PROT_WRITE); err != nil {
+			return true, err
+		}
+		copy(m, "stored through mprotect")
+		if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+			return true, err
+		}
+		_ = unix.Munmap(p)
+		return true, unix.Munmap(m)
+	case "exit-open": // path: write to a tracked fd and exit without closing it
+		fd, err := unix.Open(args[0], unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o644)
+		if err != nil {
+			return true, err
+		}
+		if _, err := unix.Write(fd, []byte("left open")); err != nil {
+			return true, err
+		}
+		os.Exit(0)
 	case "uring": // path: hold a tracked fd, set up an io_uring and enter it
 		fd, err := unix.Open(args[0], unix.O_WRONLY|unix.O_CREAT, 0o644)
 		if err != nil {

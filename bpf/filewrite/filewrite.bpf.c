@@ -26,10 +26,11 @@
  *   dup/dup2/dup3/fcntl(F_DUPFD*): the new descriptor inherits tracking.
  *
  * Known gaps (user space must not assume more):
- *   - fork: the child inherits the descriptor under a new tgid and is not
- *     tracked (iterating the tracked map per fork costs too much).
+ *   - fork: the child inherits tracking of descriptors numbered below 1024
+ *     (see "fork" at the end); ones above are not inherited.
  *   - writes through a shared mapping or io_uring are flagged, not captured;
- *     a shared mapping made writable later with mprotect is not flagged.
+ *     a read-only shared mapping made writable later with mprotect is flagged
+ *     when the mprotect hook loaded (bpf_find_vma, 5.17+).
  *   - copy_file_range/sendfile/splice into a tracked fd are reported at
  *     syscall exit as WRITE with the bytes moved and no data (there is no
  *     user buffer to copy): user space must re-read the file.
@@ -178,6 +179,65 @@ struct {
 } tracked SEC(".maps");
 
 /*
+ * How many `tracked` entries have an fd number in each slot (fd mod
+ * FD_HOT_SLOTS), host-wide. The write, close and copy hooks run on every such
+ * syscall of the host; a zero here lets them return before any helper call
+ * or hash lookup, which is most of what they cost over an empty program on
+ * this kernel (a helper call and an LRU-hash lookup cost ~30 and ~50 ns; the
+ * array lookup is inlined by the verifier). The count may only err high: it
+ * is raised before an entry is inserted and lowered after one is deleted, so
+ * a write can never see zero while its entry exists. LRU evictions leave it
+ * high, which costs lookups but loses nothing.
+ */
+#define FD_HOT_SLOTS 1024
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FD_HOT_SLOTS);
+	__type(key, __u32);
+	__type(value, __s64);
+} fd_hot SEC(".maps");
+
+static __always_inline void fd_hot_add(__u32 fd, __s64 delta)
+{
+	__u32 slot = fd & (FD_HOT_SLOTS - 1);
+	__s64 *n = bpf_map_lookup_elem(&fd_hot, &slot);
+	if (n)
+		__sync_fetch_and_add(n, delta);
+}
+
+/* True when no tracked entry can have this fd number. */
+static __always_inline bool fd_cold(__u32 fd)
+{
+	__u32 slot = fd & (FD_HOT_SLOTS - 1);
+	__s64 *n = bpf_map_lookup_elem(&fd_hot, &slot);
+	return n && *n <= 0;
+}
+
+/* Insert or replace the entry for (tgid, fd), keeping fd_hot in step. */
+static __always_inline long track_put(__u64 key, struct tracked_fd *t)
+{
+	__u32 fd = (__u32)key;
+	fd_hot_add(fd, 1);
+	long err = bpf_map_update_elem(&tracked, &key, t, BPF_NOEXIST);
+	if (err == 0)
+		return 0;
+	fd_hot_add(fd, -1);
+	if (err != -17 /* EEXIST */)
+		return err;
+	return bpf_map_update_elem(&tracked, &key, t, BPF_EXIST);
+}
+
+/* Delete the entry for (tgid, fd) if there is one; true if there was. */
+static __always_inline bool track_del(__u64 key)
+{
+	if (bpf_map_delete_elem(&tracked, &key) != 0)
+		return false;
+	fd_hot_add((__u32)key, -1);
+	return true;
+}
+
+/*
  * Processes holding tracked descriptors: tgid -> count and the last time an
  * io_uring use was reported. Feeds the io_uring flag only, so a count that
  * drifts (LRU evictions, close_range) errs towards reporting.
@@ -186,7 +246,7 @@ struct tgid_state {
 	__s64 tracked;
 	__u64 uring_reported_ns;
 	__u32 watch_id;
-	__u32 _pad;
+	__u32 shared_ro; /* read-only shared mappings of tracked files (mprotect watch) */
 };
 
 struct {
@@ -284,7 +344,7 @@ static __always_inline int on_open_exit(struct trace_event_raw_sys_exit *ctx)
 	__u64 key = fd_key(tgid, fd);
 	/* The fd number is fresh: any entry under it is stale (close_range,
 	 * O_CLOEXEC exec, dup2 over it). */
-	bpf_map_delete_elem(&tracked, &key);
+	track_del(key);
 
 	struct file *f = fd_file(fd);
 	if (!f)
@@ -356,7 +416,7 @@ static __always_inline int on_open_exit(struct trace_event_raw_sys_exit *ctx)
 		.ino = BPF_CORE_READ(inode, i_ino),
 		.f_flags = BPF_CORE_READ(f, f_flags),
 	};
-	if (bpf_map_update_elem(&tracked, &key, &t, BPF_ANY) < 0) {
+	if (track_put(key, &t) < 0) {
 		ward_count_drop(WARD_DROP_MAP_FULL);
 		path_flags |= PATH_FLAG_UNTRACKED;
 	} else {
@@ -404,6 +464,8 @@ int exit_open(struct trace_event_raw_sys_exit *ctx)
 static __always_inline int on_write(__u32 fd, const void *buf, __u64 count, bool vec,
 				    __s64 pos, __u16 kind)
 {
+	if (fd_cold(fd))
+		return 0; /* hot path: every write on the host whose fd number nobody tracks */
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	if (ward_ignored(tgid))
@@ -419,7 +481,7 @@ static __always_inline int on_write(__u32 fd, const void *buf, __u64 count, bool
 	if (!inode || BPF_CORE_READ(inode, i_ino) != t->ino ||
 	    BPF_CORE_READ(inode, i_sb, s_dev) != t->dev) {
 		/* fd number reused for another file without a close we saw */
-		bpf_map_delete_elem(&tracked, &key);
+		track_del(key);
 		return 0;
 	}
 
@@ -574,6 +636,8 @@ struct {
 /* off_out is a user loff_t pointer; NULL means the file position. */
 static __always_inline int on_copy_enter(__u32 fd, const __s64 *off_out, __u16 kind)
 {
+	if (fd_cold(fd))
+		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	if (ward_ignored(tgid))
@@ -588,7 +652,7 @@ static __always_inline int on_copy_enter(__u32 fd, const __s64 *off_out, __u16 k
 	struct inode *inode = f ? BPF_CORE_READ(f, f_inode) : NULL;
 	if (!inode || BPF_CORE_READ(inode, i_ino) != t->ino ||
 	    BPF_CORE_READ(inode, i_sb, s_dev) != t->dev) {
-		bpf_map_delete_elem(&tracked, &key);
+		track_del(key);
 		return 0;
 	}
 
@@ -665,9 +729,11 @@ int exit_copy(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(struct trace_event_raw_sys_enter *ctx)
 {
+	__u32 fd = ctx->args[0];
+	if (fd_cold(fd))
+		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
-	__u32 fd = ctx->args[0];
 	__u64 key = fd_key(tgid, fd);
 	struct tracked_fd *t = bpf_map_lookup_elem(&tracked, &key);
 	if (!t)
@@ -683,8 +749,8 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 		.watch_id = t->watch_id,
 		.ino = t->ino,
 	};
-	bpf_map_delete_elem(&tracked, &key);
-	tgid_track(tgid, 0, -1);
+	if (track_del(key))
+		tgid_track(tgid, 0, -1);
 	if (bpf_ringbuf_output(&events, &e, sizeof(e), 0) < 0)
 		ward_count_drop(WARD_DROP_RINGBUF_FULL);
 	return 0;
@@ -771,6 +837,7 @@ struct pathop_args {
 #define FDOP_IO_URING_SETUP 3
 #define FDOP_IO_URING_ENTER 4
 #define FDOP_DUP 5
+/* FDOP_INHERIT 6: defined with the fork hook below */
 
 struct fdop_event {
 	__u32 type;
@@ -1064,7 +1131,7 @@ static __always_inline struct tracked_fd *tracked_live(__u32 tgid, __u32 fd)
 	struct file *f = fd_file(fd);
 	struct inode *inode = f ? BPF_CORE_READ(f, f_inode) : NULL;
 	if (!inode || BPF_CORE_READ(inode, i_ino) != t->ino || BPF_CORE_READ(inode, i_sb, s_dev) != t->dev) {
-		bpf_map_delete_elem(&tracked, &key);
+		track_del(key);
 		return NULL;
 	}
 	return t;
@@ -1096,6 +1163,8 @@ static __always_inline void emit_fdop(__u64 pid_tgid, __s32 fd, struct tracked_f
 SEC("tracepoint/syscalls/sys_enter_ftruncate")
 int enter_ftruncate(struct trace_event_raw_sys_enter *ctx)
 {
+	if (fd_cold(ctx->args[0]))
+		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	if (ward_ignored(tgid))
@@ -1111,25 +1180,127 @@ int enter_ftruncate(struct trace_event_raw_sys_enter *ctx)
 #define MAP_SHARED 0x01
 #define MAP_SHARED_VALIDATE 0x03
 
+#define FDOP_MPROTECT_SHARED 7
+#define VM_SHARED 0x8
+
+/*
+ * Read-only shared mappings of tracked files, (tgid, dev, ino) -> watch id:
+ * mprotect(PROT_WRITE) over one makes it writable later, and stores through it
+ * then reach the file with no syscall. shared_ro_live counts live entries
+ * host-wide (raised on insert, lowered at the process's exit by its tgid_state
+ * count) so that mprotect, which JITs call often, returns at once while there
+ * are none.
+ */
+struct shared_key {
+	__u32 tgid;
+	__u32 dev;
+	__u64 ino;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct shared_key);
+	__type(value, __u32);
+} shared_ro SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+} shared_ro_live SEC(".maps");
+
+static __always_inline void remember_shared_ro(__u32 tgid, struct tracked_fd *t)
+{
+	struct shared_key k = {.tgid = tgid, .dev = t->dev, .ino = t->ino};
+	__u32 wid = t->watch_id;
+	if (bpf_map_update_elem(&shared_ro, &k, &wid, BPF_NOEXIST) != 0)
+		return; /* already known, or the map is full (LRU: cannot be) */
+	struct tgid_state *st = bpf_map_lookup_elem(&tgid_targets, &tgid);
+	if (!st)
+		return; /* cannot be lowered at exit: leave the global count alone */
+	__sync_fetch_and_add(&st->shared_ro, 1);
+	__u32 zero = 0;
+	__s64 *n = bpf_map_lookup_elem(&shared_ro_live, &zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
 /* mmap(addr, len, prot, flags, fd, off): stores through a writable shared
- * mapping reach the file with no syscall at all. */
+ * mapping reach the file with no syscall at all. A read-only shared mapping
+ * is remembered for mprotect. */
 SEC("tracepoint/syscalls/sys_enter_mmap")
 int enter_mmap(struct trace_event_raw_sys_enter *ctx)
 {
 	__u32 prot = ctx->args[2];
 	__u32 type = ctx->args[3] & MAP_TYPE;
-	if (!(prot & PROT_WRITE) || (type != MAP_SHARED && type != MAP_SHARED_VALIDATE))
+	if (type != MAP_SHARED && type != MAP_SHARED_VALIDATE)
 		return 0; /* hot path: private and anonymous mappings */
 	__s32 fd = ctx->args[4];
-	if (fd < 0)
+	if (fd < 0 || fd_cold(fd))
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	if (ward_ignored(tgid))
 		return 0;
 	struct tracked_fd *t = tracked_live(tgid, fd);
-	if (t)
+	if (!t)
+		return 0;
+	if (prot & PROT_WRITE)
 		emit_fdop(pid_tgid, fd, t, 0, FDOP_MMAP_SHARED, prot, (__s64)ctx->args[1]);
+	else
+		remember_shared_ro(tgid, t);
+	return 0;
+}
+
+struct mprotect_ctx {
+	__u32 tgid;
+	__u32 found;
+	struct tracked_fd t;
+};
+
+static long mprotect_vma(struct task_struct *task, struct vm_area_struct *vma, struct mprotect_ctx *c)
+{
+	if (!(BPF_CORE_READ(vma, vm_flags) & VM_SHARED))
+		return 0;
+	struct file *f = BPF_CORE_READ(vma, vm_file);
+	if (!f)
+		return 0;
+	struct shared_key k = {
+		.tgid = c->tgid,
+		.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev),
+		.ino = BPF_CORE_READ(f, f_inode, i_ino),
+	};
+	__u32 *wid = bpf_map_lookup_elem(&shared_ro, &k);
+	if (!wid)
+		return 0;
+	c->found = 1;
+	c->t.watch_id = *wid;
+	c->t.dev = k.dev;
+	c->t.ino = k.ino;
+	return 0;
+}
+
+/* mprotect(addr, len, prot): bpf_find_vma needs 5.17+; without it the hook does
+ * not load and Status reports the gap. */
+SEC("tracepoint/syscalls/sys_enter_mprotect")
+int enter_mprotect(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!(ctx->args[2] & PROT_WRITE))
+		return 0;
+	__u32 zero = 0;
+	__s64 *live = bpf_map_lookup_elem(&shared_ro_live, &zero);
+	if (!live || *live <= 0)
+		return 0; /* hot path: no read-only shared mapping of a tracked file anywhere */
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (ward_ignored(tgid))
+		return 0;
+	struct mprotect_ctx c = {.tgid = tgid};
+	bpf_find_vma(bpf_get_current_task_btf(), ctx->args[0], mprotect_vma, &c, 0);
+	if (c.found)
+		emit_fdop(pid_tgid, -1, &c.t, 0, FDOP_MPROTECT_SHARED, ctx->args[2], (__s64)ctx->args[1]);
 	return 0;
 }
 
@@ -1189,6 +1360,8 @@ struct {
 
 static __always_inline int dup_enter(__s32 oldfd)
 {
+	if (fd_cold(oldfd))
+		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	if (ward_ignored(tgid))
@@ -1243,11 +1416,122 @@ int exit_dup(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	struct tracked_fd copy = *t;
 	__u64 key = fd_key(tgid, ret);
-	if (bpf_map_update_elem(&tracked, &key, &copy, BPF_ANY) < 0) {
+	if (track_put(key, &copy) < 0) {
 		ward_count_drop(WARD_DROP_MAP_FULL);
 		return 0;
 	}
 	tgid_track(tgid, copy.watch_id, 1);
 	emit_fdop(pid_tgid, ret, &copy, 0, FDOP_DUP, 0, oldfd);
+	return 0;
+}
+
+/*
+ * ---- fork: the child inherits its parent's tracked descriptors ----
+ *
+ * `{ cat a; cat b; } > /media/usb/out` opens the file in the shell and the
+ * writes come from children that inherited fd 1. A fork by a process holding
+ * tracked descriptors (tgid_targets: rare, so every other fork pays one
+ * helper call and an LRU lookup) copies its entries to the child's tgid,
+ * checking only the fd numbers whose fd_hot slot is non-zero. bpf_loop keeps
+ * the verifier from unrolling the 1024 slots (5.17+; without it the hook does
+ * not load and the gap is reported by Status). fds numbered >= FD_HOT_SLOTS
+ * are not inherited this way. Threads share the fd table under one tgid and
+ * need nothing.
+ */
+#define FDOP_INHERIT 6
+
+struct inherit_ctx {
+	__u64 parent_pid_tgid;
+	__u32 parent;
+	__u32 child;
+	__s64 left; /* parent's tracked count: stop once all are found */
+};
+
+static long inherit_one(__u32 fd, struct inherit_ctx *c)
+{
+	if (c->left <= 0)
+		return 1;
+	if (fd_cold(fd))
+		return 0;
+	__u64 key = fd_key(c->parent, fd);
+	struct tracked_fd *t = bpf_map_lookup_elem(&tracked, &key);
+	if (!t)
+		return 0;
+	c->left--;
+	struct tracked_fd copy = *t;
+	__u64 ckey = fd_key(c->child, fd);
+	if (track_put(ckey, &copy) < 0) {
+		ward_count_drop(WARD_DROP_MAP_FULL);
+		return 0;
+	}
+	tgid_track(c->child, copy.watch_id, 1);
+	/* Reported under the child's tgid; arg is the parent's. */
+	emit_fdop(((__u64)c->child << 32) | c->child, fd, &copy, 0, FDOP_INHERIT, 0, c->parent);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_fork")
+int fork_inherit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *parent = (struct task_struct *)ctx->args[0];
+	struct task_struct *child = (struct task_struct *)ctx->args[1];
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	if (ptgid == ctgid)
+		return 0; /* a thread */
+	struct tgid_state *st = holding_targets(ptgid);
+	if (!st)
+		return 0; /* hot path: the parent holds nothing tracked */
+	struct inherit_ctx c = {.parent = ptgid, .child = ctgid, .left = st->tracked};
+	bpf_loop(FD_HOT_SLOTS, inherit_one, &c, 0);
+	return 0;
+}
+
+/*
+ * Exit: the kernel closes a dying process's descriptors without close(2), so
+ * its entries would stay in `tracked` until the LRU evicts them, and their
+ * fd_hot slots would stay hot for good (most programs never close what they
+ * wrote). When the last thread of a process that held tracked descriptors
+ * exits (signal->live has reached zero before the tracepoint fires), its
+ * entries are deleted. Same slot walk and limits as fork.
+ */
+struct forget_ctx {
+	__u32 tgid;
+	__u32 _pad;
+	__s64 left;
+};
+
+static long forget_one(__u32 fd, struct forget_ctx *c)
+{
+	if (c->left <= 0)
+		return 1;
+	if (fd_cold(fd))
+		return 0;
+	if (track_del(fd_key(c->tgid, fd)))
+		c->left--;
+	return 0;
+}
+
+SEC("raw_tp/sched_process_exit")
+int exit_forget(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx->args[0];
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	struct tgid_state *st = bpf_map_lookup_elem(&tgid_targets, &tgid);
+	if (!st)
+		return 0; /* hot path: held nothing tracked */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0; /* other threads still use the descriptor table */
+	if (st->shared_ro) {
+		__u32 zero = 0;
+		__s64 *n = bpf_map_lookup_elem(&shared_ro_live, &zero);
+		if (n)
+			__sync_fetch_and_add(n, -(__s64)st->shared_ro);
+	}
+	if (st->tracked > 0) {
+		struct forget_ctx c = {.tgid = tgid, .left = st->tracked};
+		bpf_loop(FD_HOT_SLOTS, forget_one, &c, 0);
+	}
+	bpf_map_delete_elem(&tgid_targets, &tgid);
 	return 0;
 }

@@ -221,6 +221,13 @@ const (
 	// OpDup is a dup/dup2/dup3/fcntl(F_DUPFD) of a tracked descriptor: FD is the new one,
 	// now tracked too, Arg the old one.
 	OpDup FdOpKind = 5
+	// OpInherit is a tracked descriptor inherited across fork: PID is the child, FD the
+	// descriptor (the same number in both), Arg the parent's tgid.
+	OpInherit FdOpKind = 6
+	// OpMprotectShared is mprotect(PROT_WRITE) over a shared mapping of a tracked file
+	// that was mapped read-only: stores through it reach the file with no syscall. FD is
+	// -1 (the descriptor may be closed by then), Arg the length, Prot the protection.
+	OpMprotectShared FdOpKind = 7
 )
 
 func (k FdOpKind) String() string {
@@ -235,6 +242,10 @@ func (k FdOpKind) String() string {
 		return "io_uring_enter"
 	case OpDup:
 		return "dup"
+	case OpInherit:
+		return "inherit"
+	case OpMprotectShared:
+		return "mprotect_shared"
 	}
 	return fmt.Sprintf("fdop(%d)", uint16(k))
 }
@@ -280,54 +291,62 @@ type Probe struct {
 
 type hookDef struct {
 	name, prog, event string
-	optional          bool // absent on some architectures/kernels
+	optional          bool   // absent on some architectures/kernels
+	kind              string // "" is a syscall tracepoint; "raw_tp" a raw tracepoint
 }
 
 // The open-family syscalls all return the new fd, so one program serves all.
 var hooks = []hookDef{
-	{"open/openat", "exit_open", "sys_exit_openat", false},
-	{"open/openat2", "exit_open", "sys_exit_openat2", true}, // 5.6+
-	{"open/open", "exit_open", "sys_exit_open", true},       // not on arm64
-	{"open/creat", "exit_open", "sys_exit_creat", true},     // not on arm64
-	{"write/write", "enter_write", "sys_enter_write", false},
-	{"write/pwrite64", "enter_pwrite64", "sys_enter_pwrite64", false},
-	{"write/writev", "enter_writev", "sys_enter_writev", false},
-	{"write/pwritev", "enter_pwritev", "sys_enter_pwritev", false},
-	{"write/pwritev2", "enter_pwritev2", "sys_enter_pwritev2", true}, // 4.6+
+	{"open/openat", "exit_open", "sys_exit_openat", false, ""},
+	{"open/openat2", "exit_open", "sys_exit_openat2", true, ""}, // 5.6+
+	{"open/open", "exit_open", "sys_exit_open", true, ""},       // not on arm64
+	{"open/creat", "exit_open", "sys_exit_creat", true, ""},     // not on arm64
+	{"write/write", "enter_write", "sys_enter_write", false, ""},
+	{"write/pwrite64", "enter_pwrite64", "sys_enter_pwrite64", false, ""},
+	{"write/writev", "enter_writev", "sys_enter_writev", false, ""},
+	{"write/pwritev", "enter_pwritev", "sys_enter_pwritev", false, ""},
+	{"write/pwritev2", "enter_pwritev2", "sys_enter_pwritev2", true, ""}, // 4.6+
 	// In-kernel copies: the entry stashes the destination, the exit reports
 	// the bytes moved. A missing one is a warning: that copy is then seen
 	// only through the agent's mtime check at close.
-	{"copy/copy_file_range", "enter_copy_file_range", "sys_enter_copy_file_range", false},
-	{"copy/copy_file_range_exit", "exit_copy", "sys_exit_copy_file_range", false},
-	{"copy/sendfile", "enter_sendfile64", "sys_enter_sendfile64", false},
-	{"copy/sendfile_exit", "exit_copy", "sys_exit_sendfile64", false},
-	{"copy/splice", "enter_splice", "sys_enter_splice", false},
-	{"copy/splice_exit", "exit_copy", "sys_exit_splice", false},
-	{"close/close", "enter_close", "sys_enter_close", false},
+	{"copy/copy_file_range", "enter_copy_file_range", "sys_enter_copy_file_range", false, ""},
+	{"copy/copy_file_range_exit", "exit_copy", "sys_exit_copy_file_range", false, ""},
+	{"copy/sendfile", "enter_sendfile64", "sys_enter_sendfile64", false, ""},
+	{"copy/sendfile_exit", "exit_copy", "sys_exit_sendfile64", false, ""},
+	{"copy/splice", "enter_splice", "sys_enter_splice", false, ""},
+	{"copy/splice_exit", "exit_copy", "sys_exit_splice", false, ""},
+	{"close/close", "enter_close", "sys_enter_close", false, ""},
 	// Renames and truncates by path: the entry stashes the arguments, one exit program
 	// decides for all four.
-	{"rename/rename", "enter_rename", "sys_enter_rename", true}, // not on arm64
-	{"rename/rename_exit", "exit_pathop", "sys_exit_rename", true},
-	{"rename/renameat", "enter_renameat", "sys_enter_renameat", true},
-	{"rename/renameat_exit", "exit_pathop", "sys_exit_renameat", true},
-	{"rename/renameat2", "enter_renameat2", "sys_enter_renameat2", false},
-	{"rename/renameat2_exit", "exit_pathop", "sys_exit_renameat2", false},
-	{"truncate/truncate", "enter_truncate", "sys_enter_truncate", false},
-	{"truncate/truncate_exit", "exit_pathop", "sys_exit_truncate", false},
-	{"truncate/ftruncate", "enter_ftruncate", "sys_enter_ftruncate", false},
+	{"rename/rename", "enter_rename", "sys_enter_rename", true, ""}, // not on arm64
+	{"rename/rename_exit", "exit_pathop", "sys_exit_rename", true, ""},
+	{"rename/renameat", "enter_renameat", "sys_enter_renameat", true, ""},
+	{"rename/renameat_exit", "exit_pathop", "sys_exit_renameat", true, ""},
+	{"rename/renameat2", "enter_renameat2", "sys_enter_renameat2", false, ""},
+	{"rename/renameat2_exit", "exit_pathop", "sys_exit_renameat2", false, ""},
+	{"truncate/truncate", "enter_truncate", "sys_enter_truncate", false, ""},
+	{"truncate/truncate_exit", "exit_pathop", "sys_exit_truncate", false, ""},
+	{"truncate/ftruncate", "enter_ftruncate", "sys_enter_ftruncate", false, ""},
 	// Writes the probe cannot copy, flagged instead of missed.
-	{"mmap/mmap", "enter_mmap", "sys_enter_mmap", false},
-	{"io_uring/setup", "exit_io_uring_setup", "sys_exit_io_uring_setup", true}, // CONFIG_IO_URING
-	{"io_uring/enter", "enter_io_uring_enter", "sys_enter_io_uring_enter", true},
+	{"mmap/mmap", "enter_mmap", "sys_enter_mmap", false, ""},
+	{"io_uring/setup", "exit_io_uring_setup", "sys_exit_io_uring_setup", true, ""}, // CONFIG_IO_URING
+	{"io_uring/enter", "enter_io_uring_enter", "sys_enter_io_uring_enter", true, ""},
+	// A read-only shared mapping made writable later (bpf_find_vma: 5.17+).
+	{"mmap/mprotect", "enter_mprotect", "sys_enter_mprotect", true, ""},
+	// Descriptor lifetime across processes: fork copies the parent's tracked entries to
+	// the child, the last thread's exit forgets them (bpf_loop: 5.17+). Without them a
+	// child writing through an inherited descriptor is missed.
+	{"fork/inherit", "fork_inherit", "sched_process_fork", true, "raw_tp"},
+	{"exit/forget", "exit_forget", "sched_process_exit", true, "raw_tp"},
 	// Descriptor copies inherit tracking.
-	{"dup/dup", "enter_dup", "sys_enter_dup", false},
-	{"dup/dup2", "enter_dup3", "sys_enter_dup2", true}, // not on arm64
-	{"dup/dup3", "enter_dup3", "sys_enter_dup3", false},
-	{"dup/fcntl", "enter_fcntl", "sys_enter_fcntl", false},
-	{"dup/dup_exit", "exit_dup", "sys_exit_dup", false},
-	{"dup/dup2_exit", "exit_dup", "sys_exit_dup2", true},
-	{"dup/dup3_exit", "exit_dup", "sys_exit_dup3", false},
-	{"dup/fcntl_exit", "exit_dup", "sys_exit_fcntl", false},
+	{"dup/dup", "enter_dup", "sys_enter_dup", false, ""},
+	{"dup/dup2", "enter_dup3", "sys_enter_dup2", true, ""}, // not on arm64
+	{"dup/dup3", "enter_dup3", "sys_enter_dup3", false, ""},
+	{"dup/fcntl", "enter_fcntl", "sys_enter_fcntl", false, ""},
+	{"dup/dup_exit", "exit_dup", "sys_exit_dup", false, ""},
+	{"dup/dup2_exit", "exit_dup", "sys_exit_dup2", true, ""},
+	{"dup/dup3_exit", "exit_dup", "sys_exit_dup3", false, ""},
+	{"dup/fcntl_exit", "exit_dup", "sys_exit_fcntl", false, ""},
 }
 
 // Load loads the BPF objects and attaches every hook it can. A hook that
@@ -383,6 +402,9 @@ func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 	}
 	for _, h := range hooks {
 		hk := kernel.Hook{Kind: "tracepoint", Program: h.prog, Group: "syscalls", Event: h.event}
+		if h.kind != "" {
+			hk = kernel.Hook{Kind: h.kind, Program: h.prog, Event: h.event}
+		}
 		var st Status
 		if h.optional {
 			st = loader.AttachOptional(h.name, hk)
@@ -711,7 +733,7 @@ func decode(b []byte, watchPath func(uint32) (string, bool), clock *kernel.Clock
 			return nil, fmt.Errorf("%w: fdop record is %d bytes, want %d", ErrMalformed, len(b), fdOpLen)
 		}
 		op := FdOpKind(le.Uint16(b[40:]))
-		if op < OpFtruncate || op > OpDup {
+		if op < OpFtruncate || op > OpMprotectShared {
 			return nil, fmt.Errorf("%w: unknown fdop %d", ErrMalformed, op)
 		}
 		return FdOp{

@@ -100,12 +100,19 @@ type filewritePathopEvent struct {
 	OldBase     [24][256]int8
 }
 
+type filewriteSharedKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Dev  uint32
+	Ino  uint64
+}
+
 type filewriteTgidState struct {
 	_               structs.HostLayout
 	Tracked         int64
 	UringReportedNs uint64
 	WatchId         uint32
-	Pad             uint32
+	SharedRo        uint32
 }
 
 type filewriteTrackedFd struct {
@@ -154,9 +161,12 @@ const (
 	filewriteMapCopyPending         = "copy_pending"
 	filewriteMapDupPending          = "dup_pending"
 	filewriteMapEvents              = "events"
+	filewriteMapFdHot               = "fd_hot"
 	filewriteMapOpenScratch         = "open_scratch"
 	filewriteMapPathopPending       = "pathop_pending"
 	filewriteMapPathopScratch       = "pathop_scratch"
+	filewriteMapSharedRo            = "shared_ro"
+	filewriteMapSharedRoLive        = "shared_ro_live"
 	filewriteMapTgidTargets         = "tgid_targets"
 	filewriteMapTracked             = "tracked"
 	filewriteMapWardDrops           = "ward_drops"
@@ -171,6 +181,7 @@ const (
 	filewriteProgEnterFtruncate     = "enter_ftruncate"
 	filewriteProgEnterIoUringEnter  = "enter_io_uring_enter"
 	filewriteProgEnterMmap          = "enter_mmap"
+	filewriteProgEnterMprotect      = "enter_mprotect"
 	filewriteProgEnterPwrite64      = "enter_pwrite64"
 	filewriteProgEnterPwritev       = "enter_pwritev"
 	filewriteProgEnterPwritev2      = "enter_pwritev2"
@@ -184,9 +195,11 @@ const (
 	filewriteProgEnterWritev        = "enter_writev"
 	filewriteProgExitCopy           = "exit_copy"
 	filewriteProgExitDup            = "exit_dup"
+	filewriteProgExitForget         = "exit_forget"
 	filewriteProgExitIoUringSetup   = "exit_io_uring_setup"
 	filewriteProgExitOpen           = "exit_open"
 	filewriteProgExitPathop         = "exit_pathop"
+	filewriteProgForkInherit        = "fork_inherit"
 	filewriteVarMaxCapture          = "max_capture"
 	filewriteVarUnusedCloseEvent    = "unused_close_event"
 	filewriteVarUnusedFdopEvent     = "unused_fdop_event"
@@ -246,6 +259,7 @@ type filewriteProgramSpecs struct {
 	EnterFtruncate     *ebpf.ProgramSpec `ebpf:"enter_ftruncate"`
 	EnterIoUringEnter  *ebpf.ProgramSpec `ebpf:"enter_io_uring_enter"`
 	EnterMmap          *ebpf.ProgramSpec `ebpf:"enter_mmap"`
+	EnterMprotect      *ebpf.ProgramSpec `ebpf:"enter_mprotect"`
 	EnterPwrite64      *ebpf.ProgramSpec `ebpf:"enter_pwrite64"`
 	EnterPwritev       *ebpf.ProgramSpec `ebpf:"enter_pwritev"`
 	EnterPwritev2      *ebpf.ProgramSpec `ebpf:"enter_pwritev2"`
@@ -259,9 +273,11 @@ type filewriteProgramSpecs struct {
 	EnterWritev        *ebpf.ProgramSpec `ebpf:"enter_writev"`
 	ExitCopy           *ebpf.ProgramSpec `ebpf:"exit_copy"`
 	ExitDup            *ebpf.ProgramSpec `ebpf:"exit_dup"`
+	ExitForget         *ebpf.ProgramSpec `ebpf:"exit_forget"`
 	ExitIoUringSetup   *ebpf.ProgramSpec `ebpf:"exit_io_uring_setup"`
 	ExitOpen           *ebpf.ProgramSpec `ebpf:"exit_open"`
 	ExitPathop         *ebpf.ProgramSpec `ebpf:"exit_pathop"`
+	ForkInherit        *ebpf.ProgramSpec `ebpf:"fork_inherit"`
 }
 
 // filewriteMapSpecs contains maps before they are loaded into the kernel.
@@ -271,9 +287,12 @@ type filewriteMapSpecs struct {
 	CopyPending   *ebpf.MapSpec `ebpf:"copy_pending"`
 	DupPending    *ebpf.MapSpec `ebpf:"dup_pending"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	FdHot         *ebpf.MapSpec `ebpf:"fd_hot"`
 	OpenScratch   *ebpf.MapSpec `ebpf:"open_scratch"`
 	PathopPending *ebpf.MapSpec `ebpf:"pathop_pending"`
 	PathopScratch *ebpf.MapSpec `ebpf:"pathop_scratch"`
+	SharedRo      *ebpf.MapSpec `ebpf:"shared_ro"`
+	SharedRoLive  *ebpf.MapSpec `ebpf:"shared_ro_live"`
 	TgidTargets   *ebpf.MapSpec `ebpf:"tgid_targets"`
 	Tracked       *ebpf.MapSpec `ebpf:"tracked"`
 	WardDrops     *ebpf.MapSpec `ebpf:"ward_drops"`
@@ -318,9 +337,12 @@ type filewriteMaps struct {
 	CopyPending   *ebpf.Map `ebpf:"copy_pending"`
 	DupPending    *ebpf.Map `ebpf:"dup_pending"`
 	Events        *ebpf.Map `ebpf:"events"`
+	FdHot         *ebpf.Map `ebpf:"fd_hot"`
 	OpenScratch   *ebpf.Map `ebpf:"open_scratch"`
 	PathopPending *ebpf.Map `ebpf:"pathop_pending"`
 	PathopScratch *ebpf.Map `ebpf:"pathop_scratch"`
+	SharedRo      *ebpf.Map `ebpf:"shared_ro"`
+	SharedRoLive  *ebpf.Map `ebpf:"shared_ro_live"`
 	TgidTargets   *ebpf.Map `ebpf:"tgid_targets"`
 	Tracked       *ebpf.Map `ebpf:"tracked"`
 	WardDrops     *ebpf.Map `ebpf:"ward_drops"`
@@ -334,9 +356,12 @@ func (m *filewriteMaps) Close() error {
 		m.CopyPending,
 		m.DupPending,
 		m.Events,
+		m.FdHot,
 		m.OpenScratch,
 		m.PathopPending,
 		m.PathopScratch,
+		m.SharedRo,
+		m.SharedRoLive,
 		m.TgidTargets,
 		m.Tracked,
 		m.WardDrops,
@@ -371,6 +396,7 @@ type filewritePrograms struct {
 	EnterFtruncate     *ebpf.Program `ebpf:"enter_ftruncate"`
 	EnterIoUringEnter  *ebpf.Program `ebpf:"enter_io_uring_enter"`
 	EnterMmap          *ebpf.Program `ebpf:"enter_mmap"`
+	EnterMprotect      *ebpf.Program `ebpf:"enter_mprotect"`
 	EnterPwrite64      *ebpf.Program `ebpf:"enter_pwrite64"`
 	EnterPwritev       *ebpf.Program `ebpf:"enter_pwritev"`
 	EnterPwritev2      *ebpf.Program `ebpf:"enter_pwritev2"`
@@ -384,9 +410,11 @@ type filewritePrograms struct {
 	EnterWritev        *ebpf.Program `ebpf:"enter_writev"`
 	ExitCopy           *ebpf.Program `ebpf:"exit_copy"`
 	ExitDup            *ebpf.Program `ebpf:"exit_dup"`
+	ExitForget         *ebpf.Program `ebpf:"exit_forget"`
 	ExitIoUringSetup   *ebpf.Program `ebpf:"exit_io_uring_setup"`
 	ExitOpen           *ebpf.Program `ebpf:"exit_open"`
 	ExitPathop         *ebpf.Program `ebpf:"exit_pathop"`
+	ForkInherit        *ebpf.Program `ebpf:"fork_inherit"`
 }
 
 func (p *filewritePrograms) Close() error {
@@ -399,6 +427,7 @@ func (p *filewritePrograms) Close() error {
 		p.EnterFtruncate,
 		p.EnterIoUringEnter,
 		p.EnterMmap,
+		p.EnterMprotect,
 		p.EnterPwrite64,
 		p.EnterPwritev,
 		p.EnterPwritev2,
@@ -412,9 +441,11 @@ func (p *filewritePrograms) Close() error {
 		p.EnterWritev,
 		p.ExitCopy,
 		p.ExitDup,
+		p.ExitForget,
 		p.ExitIoUringSetup,
 		p.ExitOpen,
 		p.ExitPathop,
+		p.ForkInherit,
 	)
 }
 

@@ -1121,7 +1121,8 @@ type FileActivity struct {
 	// mapping, io_uring): the record flags the activity rather than classifying it.
 	UnclassifiedEgress bool `protobuf:"varint,17,opt,name=unclassified_egress,json=unclassifiedEgress,proto3" json:"unclassified_egress,omitempty"`
 	// What else happened on the descriptor or file: "ftruncate", "mmap_shared", "io_uring",
-	// "dup", "truncate".
+	// "dup", "truncate", "inherited" (the writer got the descriptor from its parent across
+	// fork), "mprotect" (a shared mapping of the file was made writable later).
 	Notes         []string `protobuf:"bytes,18,rep,name=notes,proto3" json:"notes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
