@@ -5,13 +5,15 @@
 #   syscall  CPU time per syscall: none / empty-program floors / Ward's filewrite /
 #            sys_enter+sys_exit dispatchers, on an unwatched write, getppid and a watched
 #            write with capture, alternating rounds, medians       (~2-4 min)
+#   runtime  in-kernel run time of Ward's write/open/close programs against an empty
+#            program on the same tracepoint, from the kernel's BPF statistics (~1 min)
 #   exec     fork+exec loop: execs/s and agent CPU, without and with the agent
 #   tar      tar of /usr/include into a pipe, and into a watched directory
 #   gobuild  go build -a of a small module with a cold GOCACHE     (~1 min per run)
 #   rate     watched-write events/s through ring buffer -> decoder -> assembler: drain
 #            capacity, paced rates and drops, and a CPU profile of the drain
 #
-#   scripts/bench-sensors.sh [syscall|exec|tar|gobuild|rate|all]...
+#   scripts/bench-sensors.sh [syscall|runtime|exec|tar|gobuild|rate|all]...
 #
 # Knobs: ROUNDS (syscall: 5, agent workloads: 3), OPS (syscall ops per measurement,
 # 200000), WARD_BENCH_SETUPS / WARD_BENCH_RATES / WARD_BENCH_EXECS (see the benchmarks'
@@ -59,6 +61,15 @@ if want syscall; then
   go test -c -o "$tmp/filewrite.test" ./bpf/filewrite
   (cd bpf/filewrite && WARD_BENCH_ROUNDS=${ROUNDS:-5} "$tmp/filewrite.test" -test.run '^$' \
     -test.bench '^BenchmarkSyscallCost$' -test.benchtime "${OPS:-200000}x" -test.timeout 60m | filter)
+  echo "   load after: $(load)"
+fi
+
+if want runtime; then
+  echo
+  echo "== runtime: ns per program run, Ward's filters vs an empty program (load before: $(load))"
+  [ -x "$tmp/filewrite.test" ] || go test -c -o "$tmp/filewrite.test" ./bpf/filewrite
+  (cd bpf/filewrite && WARD_BENCH_ROUNDS=${ROUNDS:-5} "$tmp/filewrite.test" -test.run '^$' \
+    -test.bench '^BenchmarkFilterRunTime$' -test.benchtime 1x -test.timeout 30m | filter)
   echo "   load after: $(load)"
 fi
 

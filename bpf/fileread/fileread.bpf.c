@@ -105,6 +105,8 @@ static __always_inline struct file *fd_file(__u32 fd)
 	return f;
 }
 
+static __always_inline int report_open(__u64 pid_tgid, struct file *f, struct inode_key k, __u32 klass);
+
 static __always_inline int on_open_exit(long ret)
 {
 	if (ret < 0)
@@ -134,7 +136,60 @@ static __always_inline int on_open_exit(long ret)
 		return 0;
 	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFREG)
 		return 0;
+	return report_open(pid_tgid, f, k, *class);
+}
 
+/*
+ * on_open_exit_btf is on_open_exit with the filter done through BTF pointers:
+ * loads from the current task and, after bpf_rdonly_cast, from the file and
+ * inode are inlined by the verifier instead of being one bpf_probe_read_kernel
+ * call each (~9 calls per open while anything is tagged, down to two). Needs
+ * bpf_get_current_task_btf and the bpf_rdonly_cast kfunc (6.2+); the loader
+ * falls back to the plain programs elsewhere.
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+static __always_inline int on_open_exit_btf(long ret)
+{
+	if (ret < 0)
+		return 0;
+	__u32 zero = 0;
+	__u32 *gate = bpf_map_lookup_elem(&tag_gate, &zero);
+	if (!gate || *gate == 0)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tgid = task->tgid;
+	if (ward_ignored(tgid))
+		return 0;
+	__u32 fd = (__u32)ret;
+	struct fdtable *fdt = task->files->fdt;
+	if (fd >= fdt->max_fds)
+		return 0;
+	struct file **fds = fdt->fd;
+	struct file *fp = NULL;
+	bpf_probe_read_kernel(&fp, sizeof(fp), &fds[fd]);
+	if (!fp)
+		return 0;
+	struct file *f = bpf_rdonly_cast(fp, bpf_core_type_id_kernel(struct file));
+	if (!(f->f_mode & FMODE_READ))
+		return 0;
+	struct inode *inode = f->f_inode;
+	struct inode_key k = {
+		.dev = inode->i_sb->s_dev,
+		.ino = inode->i_ino,
+	};
+	__u32 *class = bpf_map_lookup_elem(&tagged, &k);
+	if (!class)
+		return 0;
+	if ((inode->i_mode & S_IFMT) != S_IFREG)
+		return 0;
+	return report_open(bpf_get_current_pid_tgid(), fp, k, *class);
+}
+
+/* A read open of a tagged inode: report it, at most once per interval per process. */
+static __always_inline int report_open(__u64 pid_tgid, struct file *f, struct inode_key k, __u32 klass)
+{
+	__u32 tgid = pid_tgid >> 32;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct emit_key ek = {
@@ -166,7 +221,7 @@ static __always_inline int on_open_exit(long ret)
 	e->ts_boot_ns = now;
 	e->start_boot_ns = ek.start_boot_ns;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	e->class = *class;
+	e->class = klass;
 	e->f_flags = BPF_CORE_READ(f, f_flags);
 	e->_pad = 0;
 	e->cgroup_id = bpf_get_current_cgroup_id();
@@ -179,6 +234,13 @@ SEC("tracepoint/syscalls/sys_exit_openat")
 int exit_openat(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_open_exit(ctx->ret);
+}
+
+/* Shared by every open-family exit where the kernel takes it. */
+SEC("tracepoint/syscalls/sys_exit_openat")
+int exit_open_btf(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_open_exit_btf(ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat2")

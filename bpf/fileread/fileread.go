@@ -45,6 +45,9 @@ type Config struct {
 	// IgnoreTGID suppresses records about this process (the agent, which re-reads files
 	// to classify them). 0 disables the filter.
 	IgnoreTGID uint32
+	// PlainPrograms skips the BTF variants and loads the programs kernels without
+	// bpf_rdonly_cast use (for tests of that path, and for troubleshooting).
+	PlainPrograms bool
 }
 
 // Defaults used when a Config field is zero.
@@ -136,11 +139,19 @@ func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 		{"openat2", "exit_openat2", "sys_exit_openat2", true},
 		{"open", "exit_open", "sys_exit_open", true},
 	} {
-		h := kernel.Hook{Kind: "tracepoint", Program: c.prog, Group: "syscalls", Event: c.event}
+		// The BTF variant (fewer helper calls per open) first; kernels without
+		// bpf_rdonly_cast reject it and the plain program attaches (logged).
+		hs := []kernel.Hook{
+			{Kind: "tracepoint", Program: "exit_open_btf", Group: "syscalls", Event: c.event},
+			{Kind: "tracepoint", Program: c.prog, Group: "syscalls", Event: c.event},
+		}
+		if cfg.PlainPrograms {
+			hs = hs[1:]
+		}
 		if c.optional {
-			p.status = append(p.status, loader.AttachOptional(c.name, h))
+			p.status = append(p.status, loader.AttachOptional(c.name, hs...))
 		} else {
-			p.status = append(p.status, loader.AttachFirst(c.name, h))
+			p.status = append(p.status, loader.AttachFirst(c.name, hs...))
 		}
 	}
 	if !p.status[0].Attached && !p.status[1].Attached {

@@ -57,6 +57,7 @@ const (
 	filereadMapTagged          = "tagged"
 	filereadMapWardDrops       = "ward_drops"
 	filereadProgExitOpen       = "exit_open"
+	filereadProgExitOpenBtf    = "exit_open_btf"
 	filereadProgExitOpenat     = "exit_openat"
 	filereadProgExitOpenat2    = "exit_openat2"
 	filereadVarEmitIntervalNs  = "emit_interval_ns"
@@ -109,6 +110,7 @@ type filereadSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type filereadProgramSpecs struct {
 	ExitOpen    *ebpf.ProgramSpec `ebpf:"exit_open"`
+	ExitOpenBtf *ebpf.ProgramSpec `ebpf:"exit_open_btf"`
 	ExitOpenat  *ebpf.ProgramSpec `ebpf:"exit_openat"`
 	ExitOpenat2 *ebpf.ProgramSpec `ebpf:"exit_openat2"`
 }
@@ -188,6 +190,7 @@ type filereadVariables struct {
 // It can be passed to loadFilereadObjects or ebpf.CollectionSpec.LoadAndAssign.
 type filereadPrograms struct {
 	ExitOpen    *ebpf.Program `ebpf:"exit_open"`
+	ExitOpenBtf *ebpf.Program `ebpf:"exit_open_btf"`
 	ExitOpenat  *ebpf.Program `ebpf:"exit_openat"`
 	ExitOpenat2 *ebpf.Program `ebpf:"exit_openat2"`
 }
@@ -195,6 +198,7 @@ type filereadPrograms struct {
 func (p *filereadPrograms) Close() error {
 	return _FilereadClose(
 		p.ExitOpen,
+		p.ExitOpenBtf,
 		p.ExitOpenat,
 		p.ExitOpenat2,
 	)

@@ -251,16 +251,32 @@ func files(t *testing.T) (tagged, other string) {
 
 // TestReadOfTaggedFile: a process opening a tagged file five times is reported once, with
 // its pid, user and the inode; the untagged file it also opens is not reported.
+// TestReadOfTaggedFile runs with the BTF filter this kernel loads and with the plain one
+// older kernels fall back to.
 func TestReadOfTaggedFile(t *testing.T) {
 	needRoot(t)
-	p, err := Load(Config{}, quiet())
-	if err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		plain bool
+		prog  string
+	}{{false, "exit_open_btf"}, {true, "exit_openat"}} {
+		t.Run(c.prog, func(t *testing.T) {
+			p, err := Load(Config{PlainPrograms: c.plain}, quiet())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			for _, s := range p.Status() {
+				t.Log(s)
+				if s.Name == "openat" && s.Program != c.prog {
+					t.Fatalf("openat runs %q, want %q", s.Program, c.prog)
+				}
+			}
+			testReadOfTaggedFile(t, p)
+		})
 	}
-	defer p.Close()
-	for _, s := range p.Status() {
-		t.Log(s)
-	}
+}
+
+func testReadOfTaggedFile(t *testing.T, p *Probe) {
 	tagged, other := files(t)
 	dev, ino := stat(t, tagged)
 	if err := p.Tag(dev, ino, 1); err != nil {

@@ -329,6 +329,13 @@ static __always_inline bool slot_name(struct open_scratch *s, __u32 slot, struct
 	return bpf_probe_read_kernel_str(s->names[slot], NAME_BUF, name) > 0;
 }
 
+static __always_inline int on_open_track(__u64 pid_tgid, __u32 fd, struct file *f, struct inode *inode);
+
+/*
+ * Every open on the host runs this. Most are read-only, so the write-mode and
+ * regular-file checks come first, and on_open_track does the rest for the few
+ * that pass.
+ */
 static __always_inline int on_open_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	long ret = ctx->ret;
@@ -341,10 +348,10 @@ static __always_inline int on_open_exit(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 
 	__u32 fd = (__u32)ret;
-	__u64 key = fd_key(tgid, fd);
 	/* The fd number is fresh: any entry under it is stale (close_range,
 	 * O_CLOEXEC exec, dup2 over it). */
-	track_del(key);
+	if (!fd_cold(fd))
+		track_del(fd_key(tgid, fd));
 
 	struct file *f = fd_file(fd);
 	if (!f)
@@ -354,6 +361,55 @@ static __always_inline int on_open_exit(struct trace_event_raw_sys_exit *ctx)
 	struct inode *inode = BPF_CORE_READ(f, f_inode);
 	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFREG)
 		return 0;
+	return on_open_track(pid_tgid, fd, f, inode);
+}
+
+/*
+ * exit_open_btf is on_open_exit with the filter done through BTF pointers:
+ * loads from the current task and, after bpf_rdonly_cast, from the file are
+ * inlined by the verifier instead of being one bpf_probe_read_kernel call each
+ * (~9 helper calls, ~270 ns per open on this kernel, down to two). Needs
+ * bpf_get_current_task_btf and the bpf_rdonly_cast kfunc (6.2+); the loader
+ * falls back to exit_open elsewhere.
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int exit_open_btf(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	if (ret < 0)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tgid = task->tgid;
+	if (ward_ignored(tgid))
+		return 0;
+	__u32 fd = (__u32)ret;
+	if (!fd_cold(fd))
+		track_del(fd_key(tgid, fd));
+
+	struct fdtable *fdt = task->files->fdt;
+	if (fd >= fdt->max_fds)
+		return 0;
+	struct file **fds = fdt->fd;
+	struct file *fp = NULL;
+	bpf_probe_read_kernel(&fp, sizeof(fp), &fds[fd]);
+	if (!fp)
+		return 0;
+	struct file *f = bpf_rdonly_cast(fp, bpf_core_type_id_kernel(struct file));
+	if (!(f->f_mode & FMODE_WRITE))
+		return 0;
+	if ((f->f_inode->i_mode & S_IFMT) != S_IFREG)
+		return 0;
+	return on_open_track(bpf_get_current_pid_tgid(), fd, fp, BPF_CORE_READ(fp, f_inode));
+}
+
+/* An open for writing of a regular file: track it if it is under a watched
+ * directory and report the open with its path. */
+static __always_inline int on_open_track(__u64 pid_tgid, __u32 fd, struct file *f, struct inode *inode)
+{
+	__u32 tgid = pid_tgid >> 32;
+	__u64 key = fd_key(tgid, fd);
 
 	__u32 zero = 0;
 	struct open_scratch *s = bpf_map_lookup_elem(&open_scratch, &zero);

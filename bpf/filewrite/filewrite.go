@@ -54,6 +54,9 @@ type Config struct {
 	MaxCapture uint32 // bytes captured per write syscall, <= MaxCaptureLimit
 	RingBytes  uint32 // ring buffer size, rounded up to a power of two
 	IgnoreTGID uint32 // the agent's own pid: never report it (0: off)
+	// PlainPrograms skips the BTF variants and loads the programs kernels without
+	// bpf_rdonly_cast use (for tests of that path, and for troubleshooting).
+	PlainPrograms bool
 }
 
 // WriteKind is the syscall that produced a Write.
@@ -295,6 +298,11 @@ type hookDef struct {
 	kind              string // "" is a syscall tracepoint; "raw_tp" a raw tracepoint
 }
 
+// fasterVariant names, per program, one that does the same through BTF pointers and
+// kfuncs (fewer helper calls) and is tried first; kernels without those features reject
+// it and the plain program attaches instead (logged as a fallback).
+var fasterVariant = map[string]string{"exit_open": "exit_open_btf"}
+
 // The open-family syscalls all return the new fd, so one program serves all.
 var hooks = []hookDef{
 	{"open/openat", "exit_open", "sys_exit_openat", false, ""},
@@ -401,15 +409,18 @@ func Load(cfg Config, log *slog.Logger) (*Probe, error) {
 		prefixes: make(map[uint32][]uint64),
 	}
 	for _, h := range hooks {
-		hk := kernel.Hook{Kind: "tracepoint", Program: h.prog, Group: "syscalls", Event: h.event}
+		hk := []kernel.Hook{{Kind: "tracepoint", Program: h.prog, Group: "syscalls", Event: h.event}}
 		if h.kind != "" {
-			hk = kernel.Hook{Kind: h.kind, Program: h.prog, Event: h.event}
+			hk = []kernel.Hook{{Kind: h.kind, Program: h.prog, Event: h.event}}
+		}
+		if fast, ok := fasterVariant[h.prog]; ok && !cfg.PlainPrograms {
+			hk = append([]kernel.Hook{{Kind: "tracepoint", Program: fast, Group: "syscalls", Event: h.event}}, hk...)
 		}
 		var st Status
 		if h.optional {
-			st = loader.AttachOptional(h.name, hk)
+			st = loader.AttachOptional(h.name, hk...)
 		} else {
-			st = loader.AttachFirst(h.name, hk)
+			st = loader.AttachFirst(h.name, hk...)
 		}
 		p.status = append(p.status, st)
 		if !st.Attached && (h.name == "open/openat" || h.name == "write/write") {

@@ -198,6 +198,7 @@ const (
 	filewriteProgExitForget         = "exit_forget"
 	filewriteProgExitIoUringSetup   = "exit_io_uring_setup"
 	filewriteProgExitOpen           = "exit_open"
+	filewriteProgExitOpenBtf        = "exit_open_btf"
 	filewriteProgExitPathop         = "exit_pathop"
 	filewriteProgForkInherit        = "fork_inherit"
 	filewriteVarMaxCapture          = "max_capture"
@@ -276,6 +277,7 @@ type filewriteProgramSpecs struct {
 	ExitForget         *ebpf.ProgramSpec `ebpf:"exit_forget"`
 	ExitIoUringSetup   *ebpf.ProgramSpec `ebpf:"exit_io_uring_setup"`
 	ExitOpen           *ebpf.ProgramSpec `ebpf:"exit_open"`
+	ExitOpenBtf        *ebpf.ProgramSpec `ebpf:"exit_open_btf"`
 	ExitPathop         *ebpf.ProgramSpec `ebpf:"exit_pathop"`
 	ForkInherit        *ebpf.ProgramSpec `ebpf:"fork_inherit"`
 }
@@ -413,6 +415,7 @@ type filewritePrograms struct {
 	ExitForget         *ebpf.Program `ebpf:"exit_forget"`
 	ExitIoUringSetup   *ebpf.Program `ebpf:"exit_io_uring_setup"`
 	ExitOpen           *ebpf.Program `ebpf:"exit_open"`
+	ExitOpenBtf        *ebpf.Program `ebpf:"exit_open_btf"`
 	ExitPathop         *ebpf.Program `ebpf:"exit_pathop"`
 	ForkInherit        *ebpf.Program `ebpf:"fork_inherit"`
 }
@@ -444,6 +447,7 @@ func (p *filewritePrograms) Close() error {
 		p.ExitForget,
 		p.ExitIoUringSetup,
 		p.ExitOpen,
+		p.ExitOpenBtf,
 		p.ExitPathop,
 		p.ForkInherit,
 	)

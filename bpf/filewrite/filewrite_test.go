@@ -462,11 +462,27 @@ func reassemble(t *testing.T, recs []Record) []byte {
 	return buf
 }
 
+// TestOpenWriteClose runs with the BTF open filter this kernel loads and with the plain
+// one older kernels fall back to.
 func TestOpenWriteClose(t *testing.T) {
-	h := load(t, Config{})
-	for _, s := range h.p.Status() {
-		t.Log(s)
+	for _, c := range []struct {
+		plain bool
+		prog  string
+	}{{false, "exit_open_btf"}, {true, "exit_open"}} {
+		t.Run(c.prog, func(t *testing.T) {
+			h := load(t, Config{PlainPrograms: c.plain})
+			for _, s := range h.p.Status() {
+				t.Log(s)
+				if s.Name == "open/openat" && s.Program != c.prog {
+					t.Fatalf("open/openat runs %q, want %q", s.Program, c.prog)
+				}
+			}
+			testOpenWriteClose(t, h)
+		})
 	}
+}
+
+func testOpenWriteClose(t *testing.T, h *harness) {
 	dir := t.TempDir()
 	id := h.watch(dir)
 	file := filepath.Join(dir, "a.txt")

@@ -38,13 +38,14 @@ var DropReasons = [...]string{
 type Status struct {
 	Name     string // capability, e.g. "exec" or "write/pwrite64"
 	Hook     string // hook that attached ("tp_btf/sched_process_exec"), or the last one tried
+	Program  string // the program attached there, when several variants exist for one hook
 	Attached bool
 	Err      error // why no hook attached; nil when Attached
 }
 
 func (s Status) String() string {
 	if s.Attached {
-		return fmt.Sprintf("%s: attached via %s", s.Name, s.Hook)
+		return fmt.Sprintf("%s: attached via %s (%s)", s.Name, s.Hook, s.Program)
 	}
 	return fmt.Sprintf("%s: NOT attached (%s): %v", s.Name, s.Hook, s.Err)
 }
@@ -190,7 +191,7 @@ func (l *Loader) attach(capability string, optional bool, hooks []Hook) Status {
 	st := Status{Name: capability}
 	var errs []error
 	for _, h := range hooks {
-		st.Hook = h.String()
+		st.Hook, st.Program = h.String(), h.Program
 		lk, err := l.attachOne(h)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", h, err))
