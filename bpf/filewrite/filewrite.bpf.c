@@ -238,6 +238,22 @@ static __always_inline bool track_del(__u64 key)
 }
 
 /*
+ * The live entry for key, or NULL. Unwatch cannot keep fd_hot right from user
+ * space (no atomic add on a map value there), so it zeroes the watch id of the
+ * entries under the directory instead, and the first hook that meets one
+ * deletes it here.
+ */
+static __always_inline struct tracked_fd *tracked_get(__u64 key)
+{
+	struct tracked_fd *t = bpf_map_lookup_elem(&tracked, &key);
+	if (t && t->watch_id == 0) {
+		track_del(key);
+		return NULL;
+	}
+	return t;
+}
+
+/*
  * Processes holding tracked descriptors: tgid -> count and the last time an
  * io_uring use was reported. Feeds the io_uring flag only, so a count that
  * drifts (LRU evictions, close_range) errs towards reporting.
@@ -528,7 +544,7 @@ static __always_inline int on_write(__u32 fd, const void *buf, __u64 count, bool
 		return 0;
 
 	__u64 key = fd_key(tgid, fd);
-	struct tracked_fd *t = bpf_map_lookup_elem(&tracked, &key);
+	struct tracked_fd *t = tracked_get(key);
 	if (!t)
 		return 0; /* hot path: every untracked write on the host ends here */
 
@@ -700,7 +716,7 @@ static __always_inline int on_copy_enter(__u32 fd, const __s64 *off_out, __u16 k
 		return 0;
 
 	__u64 key = fd_key(tgid, fd);
-	struct tracked_fd *t = bpf_map_lookup_elem(&tracked, &key);
+	struct tracked_fd *t = tracked_get(key);
 	if (!t)
 		return 0; /* hot path */
 
@@ -791,7 +807,7 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	__u64 key = fd_key(tgid, fd);
-	struct tracked_fd *t = bpf_map_lookup_elem(&tracked, &key);
+	struct tracked_fd *t = tracked_get(key);
 	if (!t)
 		return 0;
 
@@ -1181,7 +1197,7 @@ int exit_pathop(struct trace_event_raw_sys_exit *ctx)
 static __always_inline struct tracked_fd *tracked_live(__u32 tgid, __u32 fd)
 {
 	__u64 key = fd_key(tgid, fd);
-	struct tracked_fd *t = bpf_map_lookup_elem(&tracked, &key);
+	struct tracked_fd *t = tracked_get(key);
 	if (!t)
 		return NULL;
 	struct file *f = fd_file(fd);
@@ -1423,7 +1439,7 @@ static __always_inline int dup_enter(__s32 oldfd)
 	if (ward_ignored(tgid))
 		return 0;
 	__u64 key = fd_key(tgid, oldfd);
-	if (!bpf_map_lookup_elem(&tracked, &key))
+	if (!tracked_get(key))
 		return 0;
 	if (bpf_map_update_elem(&dup_pending, &pid_tgid, &oldfd, BPF_ANY) < 0)
 		ward_count_drop(WARD_DROP_MAP_FULL);
@@ -1510,7 +1526,7 @@ static long inherit_one(__u32 fd, struct inherit_ctx *c)
 	if (fd_cold(fd))
 		return 0;
 	__u64 key = fd_key(c->parent, fd);
-	struct tracked_fd *t = bpf_map_lookup_elem(&tracked, &key);
+	struct tracked_fd *t = tracked_get(key);
 	if (!t)
 		return 0;
 	c->left--;

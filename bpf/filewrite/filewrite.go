@@ -579,8 +579,14 @@ func untrack(l *kernel.Loader, id uint32) error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("iterate tracked descriptors: %w", err)
 	}
+	// Zeroed, not deleted: the kernel deletes an entry with watch id 0 at its next use
+	// and lowers its fd_hot count, which user space cannot do atomically.
 	for _, k := range stale {
-		if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := m.Lookup(&k, &val); err != nil {
+			continue // gone meanwhile
+		}
+		val.WatchId = 0
+		if err := m.Update(&k, &val, ebpf.UpdateExist); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("untrack descriptor: %w", err)
 		}
 	}

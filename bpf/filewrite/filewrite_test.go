@@ -669,6 +669,10 @@ func TestUnwatchOpenDescriptor(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.none(pid, sentinel)
+	// The zeroed entry went at the write after Unwatch, taking its fd_hot count along.
+	if hot, entries := probeMapCounts(t, h, pid); hot != 0 || entries != 0 {
+		t.Errorf("after unwatch and exit: fd_hot sums to %d, %d tracked entries of pid %d left", hot, entries, pid)
+	}
 }
 
 func TestMountInsideWatchedDir(t *testing.T) {
