@@ -283,6 +283,7 @@ func (a *agent) count(name string, n uint64) {
 // readProcesses keeps the process table current (forks insert children that inherit their
 // parent's program until they exec) and forwards exits to reassembly.
 func (a *agent) readProcesses(ctx context.Context, exits chan<- uint32) error {
+	exes := newExePaths()
 	for {
 		r, err := a.execs.Next()
 		if err != nil {
@@ -298,7 +299,7 @@ func (a *agent) readProcesses(ctx context.Context, exits chan<- uint32) error {
 			info := proc.Info{PID: r.PID, PPID: r.PPID, UID: r.UID, GID: r.GID, Exe: r.Filename,
 				Args: r.Args, Comm: r.Comm, Start: r.StartTime, CgroupID: r.CgroupID,
 				Truncated: r.ArgsTruncated || r.FilenameTruncated}
-			if exe, err := os.Readlink("/proc/" + strconv.FormatUint(uint64(r.PID), 10) + "/exe"); err == nil {
+			if exe := exes.resolve(r); exe != "" {
 				info.Exe = exe // resolved through symlinks and relative paths
 			}
 			a.procs.Exec(info)

@@ -41,7 +41,8 @@ struct exec_event {
 	char comm[WARD_TASK_COMM_LEN];
 	__u16 filename_len; /* bytes used in filename, without NUL */
 	__u16 args_len;     /* bytes used in args, NUL separated */
-	__u32 _pad;
+	__u32 exe_dev;      /* the executable's inode (mm->exe_file), 0 if unread: */
+	__u64 exe_ino;      /* user space caches the resolved path by it */
 	char filename[FILENAME_MAX_LEN];
 	char args[ARGS_MAX_LEN];
 };
@@ -128,7 +129,9 @@ static __always_inline int emit_exec(struct task_struct *task, const char *filen
 	e->flags = 0;
 	e->start_boot_ns = task_start_boot_ns(task);
 	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->_pad = 0;
+	struct inode *exe = BPF_CORE_READ(task, mm, exe_file, f_inode);
+	e->exe_dev = exe ? BPF_CORE_READ(exe, i_sb, s_dev) : 0;
+	e->exe_ino = exe ? BPF_CORE_READ(exe, i_ino) : 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 
 	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), filename_src);

@@ -56,6 +56,11 @@ type Exec struct {
 	Args      []string
 	StartTime time.Time // process start (task start_boottime): with PID, a reuse-proof process key
 	CgroupID  uint64    // cgroup v2 id, to map to a container
+	// ExeDev (kernel dev_t encoding) and ExeIno name the executable file the process runs
+	// (0 when the kernel's mm->exe_file could not be read): with Filename, a key to cache
+	// the resolved path by instead of reading /proc/<pid>/exe on every exec.
+	ExeDev uint32
+	ExeIno uint64
 
 	ArgsTruncated     bool // argv was longer than the 1024-byte capture bound
 	FilenameTruncated bool
@@ -214,8 +219,8 @@ const (
 	evExit = 2
 	evFork = 3
 
-	execHeaderLen   = 72
-	execFilenameOff = 72
+	execHeaderLen   = 80
+	execFilenameOff = 80
 	execFilenameMax = 512
 	execArgsOff     = execFilenameOff + execFilenameMax
 	execArgsMax     = 1024
@@ -259,6 +264,8 @@ func decode(b []byte, clock *kernel.Clock) (Record, error) {
 			StartTime:         clock.Time(le.Uint64(b[32:])),
 			CgroupID:          le.Uint64(b[40:]),
 			Comm:              kernel.CString(b[48:64]),
+			ExeDev:            le.Uint32(b[68:]),
+			ExeIno:            le.Uint64(b[72:]),
 			Filename:          string(b[execFilenameOff : execFilenameOff+fnLen]),
 			Args:              splitArgs(b[execArgsOff : execArgsOff+argsLen]),
 			ArgsTruncated:     flags&flagArgsTruncated != 0,

@@ -27,7 +27,8 @@ type processExecEvent struct {
 	Comm        [16]int8
 	FilenameLen uint16
 	ArgsLen     uint16
-	Pad         uint32
+	ExeDev      uint32
+	ExeIno      uint64
 	Filename    [512]int8
 	Args        [1024]int8
 }

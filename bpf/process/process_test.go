@@ -3,6 +3,7 @@ package process
 import (
 	"encoding/binary"
 	"errors"
+	"golang.org/x/sys/unix"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -34,6 +35,8 @@ func TestLayout(t *testing.T) {
 		{"exec.comm", unsafe.Offsetof(ex.Comm), 48},
 		{"exec.filename_len", unsafe.Offsetof(ex.FilenameLen), 64},
 		{"exec.args_len", unsafe.Offsetof(ex.ArgsLen), 66},
+		{"exec.exe_dev", unsafe.Offsetof(ex.ExeDev), 68},
+		{"exec.exe_ino", unsafe.Offsetof(ex.ExeIno), 72},
 		{"exec.filename", unsafe.Offsetof(ex.Filename), execFilenameOff},
 		{"exec.args", unsafe.Offsetof(ex.Args), execArgsOff},
 		{"exec.filename cap", unsafe.Sizeof(ex.Filename), execFilenameMax},
@@ -90,6 +93,8 @@ func execRecord(pid uint32, filename string, args []byte) []byte {
 	copy(b[48:], "true\x00")
 	le.PutUint16(b[64:], uint16(len(filename)))
 	le.PutUint16(b[66:], uint16(len(args)))
+	le.PutUint32(b[68:], 0x800001)
+	le.PutUint64(b[72:], 4242)
 	copy(b[execFilenameOff:], filename)
 	copy(b[execArgsOff:], args)
 	return b
@@ -144,13 +149,13 @@ func TestDecode(t *testing.T) {
 			name: "exec",
 			in:   execRecord(42, "/bin/true", []byte("true\x00a b\x00\x00c\x00")),
 			want: Exec{PID: 42, PPID: 1, UID: 1000, GID: 1001, Comm: "true", Filename: "/bin/true",
-				Args: []string{"true", "a b", "", "c"}, ArgsTruncated: true, CgroupID: 77},
+				Args: []string{"true", "a b", "", "c"}, ArgsTruncated: true, CgroupID: 77, ExeDev: 0x800001, ExeIno: 4242},
 		},
 		{
 			name: "exec truncated last arg has no NUL",
 			in:   execRecord(42, "/x", []byte("x\x00abc")),
 			want: Exec{PID: 42, PPID: 1, UID: 1000, GID: 1001, Comm: "true", Filename: "/x",
-				Args: []string{"x", "abc"}, ArgsTruncated: true, CgroupID: 77},
+				Args: []string{"x", "abc"}, ArgsTruncated: true, CgroupID: 77, ExeDev: 0x800001, ExeIno: 4242},
 		},
 		{name: "short fork", in: forkRecord(1, 2, 5)[:forkLen-1], wantErr: true},
 		{name: "fork", in: forkRecord(8, 4, 5), want: Fork{PID: 8, ParentTGID: 4, ParentPID: 5, UID: 1000, GID: 1001, Comm: "bash", CgroupID: 77}},
@@ -333,6 +338,14 @@ func testExecExit(t *testing.T, kind string) {
 	}
 	if ex.CgroupID == 0 {
 		t.Error("cgroup id is 0")
+	}
+	// The executable's inode is the file /bin/sh resolves to (dash on Debian).
+	var st unix.Stat_t
+	if err := unix.Stat("/bin/sh", &st); err != nil {
+		t.Fatal(err)
+	}
+	if ex.ExeIno != st.Ino || ex.ExeDev != unix.Major(st.Dev)<<20|unix.Minor(st.Dev) {
+		t.Errorf("exe dev/ino %#x/%d, stat of /bin/sh says %#x/%d", ex.ExeDev, ex.ExeIno, unix.Major(st.Dev)<<20|unix.Minor(st.Dev), st.Ino)
 	}
 	// Wall-clock conversion: within a generous window around the run.
 	if ex.Time.Before(before.Add(-time.Second)) || ex.Time.After(time.Now().Add(time.Second)) {
