@@ -7,13 +7,15 @@
 #            write with capture, alternating rounds, medians       (~2-4 min)
 #   runtime  in-kernel run time of Ward's write/open/close programs against an empty
 #            program on the same tracepoint, from the kernel's BPF statistics (~1 min)
+#   tarprobe tar of /usr/include x4: job CPU with no probe / the floor / the file probe,
+#            15 rotated rounds, paired medians (~2 min)
 #   exec     fork+exec loop: execs/s and agent CPU, without and with the agent
 #   tar      tar of /usr/include into a pipe, and into a watched directory
 #   gobuild  go build -a of a small module with a cold GOCACHE     (~1 min per run)
 #   rate     watched-write events/s through ring buffer -> decoder -> assembler: drain
 #            capacity, paced rates and drops, and a CPU profile of the drain
 #
-#   scripts/bench-sensors.sh [syscall|runtime|exec|tar|gobuild|rate|all]...
+#   scripts/bench-sensors.sh [syscall|runtime|tarprobe|exec|tar|gobuild|rate|all]...
 #
 # Knobs: ROUNDS (syscall: 5, agent workloads: 3), OPS (syscall ops per measurement,
 # 200000), WARD_BENCH_SETUPS / WARD_BENCH_RATES / WARD_BENCH_EXECS (see the benchmarks'
@@ -70,6 +72,15 @@ if want runtime; then
   [ -x "$tmp/filewrite.test" ] || go test -c -o "$tmp/filewrite.test" ./bpf/filewrite
   (cd bpf/filewrite && WARD_BENCH_ROUNDS=${ROUNDS:-5} "$tmp/filewrite.test" -test.run '^$' \
     -test.bench '^BenchmarkFilterRunTime$' -test.benchtime 1x -test.timeout 30m | filter)
+  echo "   load after: $(load)"
+fi
+
+if want tarprobe; then
+  echo
+  echo "== tarprobe: a syscall-heavy job under no probe / the floor / the file probe (load before: $(load))"
+  [ -x "$tmp/filewrite.test" ] || go test -c -o "$tmp/filewrite.test" ./bpf/filewrite
+  (cd bpf/filewrite && "$tmp/filewrite.test" -test.run '^$' \
+    -test.bench '^BenchmarkTarSlowdown$' -test.benchtime 1x -test.timeout 30m | filter)
   echo "   load after: $(load)"
 fi
 

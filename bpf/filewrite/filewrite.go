@@ -298,6 +298,19 @@ type hookDef struct {
 	kind              string // "" is a syscall tracepoint; "raw_tp" a raw tracepoint
 }
 
+// Tracepoints lists the syscall tracepoints the probe attaches to (absent ones included):
+// benchmarks hang empty programs on the same set to measure the floor any sensor of these
+// syscalls costs.
+func Tracepoints() []string {
+	var out []string
+	for _, h := range hooks {
+		if h.kind == "" && !slices.Contains(out, h.event) {
+			out = append(out, h.event)
+		}
+	}
+	return out
+}
+
 // fasterVariant names, per program, one that does the same through BTF pointers and
 // kfuncs (fewer helper calls) and is tried first; kernels without those features reject
 // it and the plain program attaches instead (logged as a fallback).
