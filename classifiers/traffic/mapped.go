@@ -71,6 +71,9 @@ func readPcap(b []byte, a *Analyzer, bo binary.ByteOrder) (int, error) {
 		if !nano {
 			frac *= 1000
 		}
+		if next := off + 16 + incl; next+128 <= len(b) {
+			prefetch(&b[next])
+		}
 		n++
 		a.Packet(time.Unix(sec, frac), lt, b[off+16:off+16+incl])
 		off += 16 + incl
@@ -129,6 +132,9 @@ func readNg(b []byte, a *Analyzer) (int, error) {
 		}
 		if off+l > len(b) {
 			return n, nil // truncated last block
+		}
+		if next := off + l; next+128 <= len(b) {
+			prefetch(&b[next]) // the next block's header and first bytes, while this one is analysed
 		}
 		body := b[off+8 : off+l-4]
 		switch typ {
