@@ -552,15 +552,27 @@ func (d *Discovery) evictProcsLocked() {
 	if len(d.procs) < d.cfg.MaxProcs {
 		return
 	}
+	// Make room for an eighth of the table at once: evicting one entry per new process
+	// scanned the whole table on every exec once it was full (an exec storm of short-lived
+	// processes keeps it full), which was most of the agent's CPU per exec.
+	target := d.cfg.MaxProcs - d.cfg.MaxProcs/8 - 1
 	cutoff := time.Now().Add(-10 * time.Minute)
 	for pid, p := range d.procs {
 		if !p.exited.IsZero() && p.exited.Before(cutoff) {
 			delete(d.procs, pid)
 		}
 	}
+	for pid, p := range d.procs { // then exited ones of any age
+		if len(d.procs) <= target {
+			return
+		}
+		if !p.exited.IsZero() {
+			delete(d.procs, pid)
+		}
+	}
 	for pid := range d.procs { // still full: forget arbitrary ones (map order is random)
-		if len(d.procs) < d.cfg.MaxProcs {
-			break
+		if len(d.procs) <= target {
+			return
 		}
 		delete(d.procs, pid)
 	}
