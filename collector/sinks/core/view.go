@@ -85,6 +85,19 @@ type FindingView struct {
 	ContentSource string       `json:"content_source,omitempty"`
 	Matches       []MatchView  `json:"matches"`
 	Decision      DecisionView `json:"decision"`
+	// Network is set for plaintext classified inside a TLS connection: where it went.
+	Network *NetworkTargetView `json:"network,omitempty"`
+}
+
+// NetworkTargetView is the connection a network finding's plaintext travelled on.
+type NetworkTargetView struct {
+	RemoteAddress  string `json:"remote_address,omitempty"`
+	RemotePort     uint32 `json:"remote_port,omitempty"`
+	Transport      string `json:"transport,omitempty"`
+	SNI            string `json:"sni,omitempty"`
+	TLSLibrary     string `json:"tls_library,omitempty"`
+	Direction      string `json:"direction"` // send | receive | unknown
+	BytesInspected uint64 `json:"bytes_inspected,omitempty"`
 }
 
 // MatchView is one detector's result: masks and fingerprints only.
@@ -242,6 +255,16 @@ func NewView(it Item) View {
 				Count: m.GetCount(), MaskedSamples: m.GetMaskedSamples(), Fingerprints: m.GetFingerprints(),
 				Evidence: m.GetEvidence(),
 			})
+		}
+		if n := f.GetNetwork(); n != nil {
+			fv.Network = &NetworkTargetView{
+				RemoteAddress: n.GetRemoteAddress(), RemotePort: n.GetRemotePort(), Transport: n.GetTransport(),
+				SNI: n.GetSni(), TLSLibrary: n.GetTlsLibrary(), Direction: enumName(n.GetDirection().String(), "DIRECTION_"),
+				BytesInspected: n.GetBytesInspected(),
+			}
+			if fv.Network.Direction == "unspecified" {
+				fv.Network.Direction = "unknown"
+			}
 		}
 		v.Finding = fv
 	case *wardv1.Event_Health:

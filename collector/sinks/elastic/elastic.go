@@ -11,9 +11,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ward-dlp/ward/collector/sinks/internal/communityid"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"path"
 	"strings"
 	"time"
@@ -163,6 +165,30 @@ func Doc(it core.Item, version string) map[string]any {
 		d["rule"] = rule
 		ward["finding"] = f
 		d["message"] = f.DataClass + " data detected in " + f.Path
+		if n := f.Network; n != nil {
+			// Plaintext classified inside a TLS connection: the connection in ECS terms.
+			ev["category"] = []string{"network", "intrusion_detection"}
+			dst := map[string]any{}
+			if ip, err := netip.ParseAddr(n.RemoteAddress); err == nil {
+				dst["ip"], dst["address"] = ip.Unmap().String(), ip.Unmap().String()
+			}
+			if n.RemotePort != 0 {
+				dst["port"] = n.RemotePort
+			}
+			if n.SNI != "" {
+				dst["domain"] = n.SNI
+				d["tls"] = map[string]any{"client": map[string]any{"server_name": n.SNI}}
+			}
+			if len(dst) > 0 {
+				d["destination"] = dst
+			}
+			nw := map[string]any{"direction": ecsHostDirection(n.Direction)}
+			if n.Transport != "" {
+				nw["transport"] = n.Transport
+			}
+			d["network"] = nw
+			d["message"] = f.DataClass + " data detected in TLS plaintext to " + nonEmpty(n.SNI, n.RemoteAddress)
+		}
 	case v.File != nil:
 		ev["category"] = []string{"file"}
 		ev["type"] = []string{"change"}
@@ -174,6 +200,9 @@ func Doc(it core.Item, version string) map[string]any {
 		ev["type"] = []string{map[bool]string{true: "start", false: "end"}[v.Exec.Kind == "exec"]}
 		ev["action"] = "process-" + v.Exec.Kind
 		ward["process_event"] = v.Exec
+	case v.Flow != nil:
+		flowDoc(d, ev, v.Flow)
+		ward["flow"] = v.Flow
 	case v.Checkpoint != nil:
 		ev["category"] = []string{"configuration"}
 		ev["type"] = []string{"info"}
@@ -192,6 +221,135 @@ func Doc(it core.Item, version string) map[string]any {
 	}
 	d["ward"] = ward
 	return d
+}
+
+// flowDoc maps a network flow to ECS: source/destination from the connection's point of
+// view (the local end is the source of an outbound flow), network.*, tls.*, and the
+// Community ID so the SOC can pivot to the same connection in Zeek, Suricata or a firewall
+// log. tls.client.ja4 is not an ECS field (ECS has ja3 only): a custom field under tls,
+// documented in docs/siem.md.
+func flowDoc(d, ev map[string]any, f *core.FlowView) {
+	ev["category"] = []string{"network"}
+	ev["type"] = []string{"connection", "end"}
+	ev["action"] = "network-flow"
+	ev["outcome"] = "success"
+	if f.Denied {
+		ev["type"] = []string{"connection", "denied"}
+		ev["action"] = "network-flow-denied"
+		ev["outcome"] = "failure"
+		if f.RuleID != "" {
+			d["rule"] = map[string]any{"id": f.RuleID}
+		}
+	}
+	if f.StartTime != nil {
+		ev["start"] = f.StartTime.Format(time.RFC3339Nano)
+	}
+	if f.EndTime != nil {
+		ev["end"] = f.EndTime.Format(time.RFC3339Nano)
+		if f.StartTime != nil && !f.EndTime.Before(*f.StartTime) {
+			ev["duration"] = f.EndTime.Sub(*f.StartTime).Nanoseconds()
+		}
+	}
+	local := endpoint(f.LocalAddress, f.LocalPort)
+	remote := endpoint(f.RemoteAddress, f.RemotePort)
+	srcBytes, dstBytes := f.BytesSent, f.BytesReceived
+	src, dst := local, remote
+	if f.Direction == "inbound" {
+		src, dst = remote, local
+		srcBytes, dstBytes = f.BytesReceived, f.BytesSent
+	}
+	src["bytes"], dst["bytes"] = srcBytes, dstBytes
+	if name := nonEmpty(f.Name, f.SNI); name != "" {
+		remote["domain"] = name
+	}
+	d["source"], d["destination"] = src, dst
+	nw := map[string]any{
+		"transport": f.Transport,
+		"direction": ecsHostDirection(f.Direction),
+		"bytes":     f.BytesSent + f.BytesReceived,
+	}
+	if f.AppProtocol != "" {
+		nw["protocol"] = strings.ToLower(f.AppProtocol)
+	}
+	if ip, err := netip.ParseAddr(f.LocalAddress); err == nil {
+		nw["type"] = map[bool]string{true: "ipv4", false: "ipv6"}[ip.Unmap().Is4()]
+	}
+	if id, ok := flowCommunityID(f); ok {
+		nw["community_id"] = id
+	}
+	d["network"] = nw
+	tls := map[string]any{}
+	client := map[string]any{}
+	if proto, v, ok := tlsVersion(f.TLSVersion); ok {
+		tls["version"], tls["version_protocol"] = v, proto
+	}
+	if len(f.ALPN) > 0 {
+		tls["next_protocol"] = f.ALPN[0]
+	}
+	if f.SNI != "" {
+		client["server_name"] = f.SNI
+	}
+	if f.JA4 != "" {
+		client["ja4"] = f.JA4
+	}
+	if len(client) > 0 {
+		tls["client"] = client
+	}
+	if len(tls) > 0 {
+		d["tls"] = tls
+	}
+	what := nonEmpty(f.AppName, nonEmpty(f.Name, f.RemoteAddress))
+	d["message"] = fmt.Sprintf("%s %s flow to %s", f.Direction, f.Transport, what)
+	if f.Denied {
+		d["message"] = fmt.Sprintf("connection to %s denied", what)
+	}
+}
+
+// tlsVersion splits Ward's "TLS 1.3" / "SSL 3.0" / "1.3" into ECS tls.version_protocol
+// ("tls", "ssl") and tls.version ("1.3").
+func tlsVersion(s string) (proto, version string, ok bool) {
+	if p, v, found := strings.Cut(s, " "); found {
+		p = strings.ToLower(p)
+		return p, v, (p == "tls" || p == "ssl" || p == "dtls") && v != ""
+	}
+	if s != "" && s[0] >= '0' && s[0] <= '9' {
+		return "tls", s, true
+	}
+	return "", "", false
+}
+
+func endpoint(addr string, port uint32) map[string]any {
+	e := map[string]any{}
+	if ip, err := netip.ParseAddr(addr); err == nil {
+		e["ip"], e["address"] = ip.Unmap().String(), ip.Unmap().String()
+	}
+	if port != 0 {
+		e["port"] = port
+	}
+	return e
+}
+
+// ecsHostDirection maps Ward's direction to ECS network.direction as a host-based sensor
+// reports it (ECS: "ingress"/"egress" from the host's point of view).
+func ecsHostDirection(dir string) string {
+	switch dir {
+	case "outbound", "send":
+		return "egress"
+	case "inbound", "receive":
+		return "ingress"
+	}
+	return "unknown"
+}
+
+func flowCommunityID(f *core.FlowView) (string, bool) {
+	la, err1 := netip.ParseAddr(f.LocalAddress)
+	ra, err2 := netip.ParseAddr(f.RemoteAddress)
+	if err1 != nil || err2 != nil || f.LocalPort > 65535 || f.RemotePort > 65535 {
+		return "", false
+	}
+	proto := map[string]uint8{"tcp": communityid.TCP, "udp": communityid.UDP, "sctp": communityid.SCTP}[f.Transport]
+	id, err := communityid.V1(0, netip.AddrPortFrom(la, uint16(f.LocalPort)), netip.AddrPortFrom(ra, uint16(f.RemotePort)), proto)
+	return id, err == nil
 }
 
 func fileDoc(p string, size uint64) map[string]any {
