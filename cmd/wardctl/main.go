@@ -48,6 +48,8 @@ commands:
   audit list|verify|checkpoint the tamper-evident audit log (wardctl audit help)
   sinks status|dead-letters|replay
                                SIEM delivery queues and dead letters (wardctl sinks help)
+  evidence rewrap [--batch N]   re-encrypt events stored in clear or under an old evidence key
+                               with the current key, then retire unused keys (audited)
   user add|reset|list          console accounts (wardctl user add --role admin NAME makes the first admin)
   report shadow-it|part2 --from DATE --to DATE -o DIR
                                compliance report as CSV + PDF with a SHA-256 manifest
@@ -119,6 +121,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdAudit(ctx, c, rest, stdout, stderr)
 	case "sinks", "sink":
 		return cmdSinks(ctx, c, rest, stdout, stderr)
+	case "evidence":
+		return cmdEvidence(ctx, c, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "wardctl %s\n", version)
 		return nil

@@ -143,6 +143,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/sinks", s.sinkStatus},
 		{"GET /v1/sinks/dead-letters", s.deadLetters},
 		{"POST /v1/sinks/{name}/replay", s.replay},
+		{"POST /v1/evidence/rewrap", s.rewrapEvidence},
 		{"GET /v1/users", s.listUsers},
 		{"POST /v1/users", s.addUser},
 		{"POST /v1/users/{name}/reset", s.resetUser},

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
+	"github.com/ward-dlp/ward/collector/store"
 	"io"
 	"mime"
 	"net/http"
@@ -233,6 +236,19 @@ func TestOpenAPIConformance(t *testing.T) {
 	c.call(t, "GET", "/v1/sinks/dead-letters?after=-4", nil, 400)
 	c.call(t, "POST", "/v1/sinks/siem/replay", map[string]any{"all": true}, 404)
 	c.call(t, "POST", "/v1/sinks/siem/replay", map[string]any{}, 400)
+
+	c.call(t, "POST", "/v1/evidence/rewrap", map[string]any{}, 409) // no evidence key yet
+	c.call(t, "POST", "/v1/evidence/rewrap", map[string]any{"batch": -1}, 400)
+	key := make([]byte, 32)
+	rand.Read(key)
+	ring, err := store.ParseEvidenceKeys(base64.StdEncoding.EncodeToString(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.h.store.SetEvidenceKeys(context.Background(), ring); err != nil {
+		t.Fatal(err)
+	}
+	c.call(t, "POST", "/v1/evidence/rewrap", map[string]any{"batch": 100}, 200)
 
 	c.call(t, "POST", "/v1/users", map[string]string{"username": "ana", "role": "soc-analyst"}, 201)
 	c.call(t, "POST", "/v1/users", map[string]string{"username": "ana", "role": "soc-analyst"}, 409)

@@ -45,6 +45,7 @@ const (
 	ActionPolicyPublish     = "policy.publish"
 	ActionEDMUpload         = "edm.upload"
 	ActionSinkReplay        = "sink.replay"
+	ActionEvidenceRewrap    = "evidence.rewrap"
 	ActionEventsRead        = "events.read"
 	ActionEvidenceView      = "evidence.view"
 	ActionUserChange        = "user.change"
